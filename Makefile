@@ -1,0 +1,60 @@
+# Tailor — the two commands a user needs are `make up` and `make test`.
+# Everything is installed into ./.venv by this file; nothing is expected on the machine
+# beyond Python 3.11+.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+SERVICES := consent ingest profile segment recommend
+PACKAGES := -e libs/protos -e "libs/core[embedded]" -e libs/cli $(foreach s,$(SERVICES),-e services/$(s))
+STAMP  := $(VENV)/.installed
+
+.PHONY: install dev gen gen-check lint typecheck test test-embedded test-fast up down status demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+
+$(STAMP): $(BIN)/python requirements/dev.txt libs/*/pyproject.toml services/*/pyproject.toml
+	$(UV) pip install --quiet --python $(BIN)/python $(PACKAGES) -r requirements/dev.txt
+	touch $(STAMP)
+
+install dev: $(STAMP)
+
+gen: $(STAMP) ## regenerate Python code and stubs from protos/
+	$(BIN)/python tools/gen_protos.py
+
+gen-check: $(STAMP) ## fail when the generated code is stale
+	$(BIN)/python tools/gen_protos.py --check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy libs/core/src libs/cli/src $(foreach s,$(SERVICES),services/$(s)/src) tools
+
+# pytest exits 5 when it collected nothing: that is a failure here, never a pass.
+PYTEST = $(BIN)/pytest -q -p no:cacheprovider
+
+test: $(STAMP) gen-check lint typecheck ## the whole suite: lint, types, unit and integration tests
+	$(PYTEST) $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || echo "no tests collected" >&2; exit $$rc
+
+test-embedded: $(STAMP) ## the integration tests again on embedded Postgres and NATS (what a fresh machine has)
+	env -u TAILOR_PG_DSN -u TAILOR_NATS_URL $(PYTEST) -m embedded_smoke; rc=$$?; [ $$rc -ne 5 ] || echo "no tests collected" >&2; exit $$rc
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -x -m "not slow"
+
+up: $(STAMP) ## start the whole platform locally (embedded Postgres and NATS unless TAILOR_PG_DSN / TAILOR_NATS_URL are set)
+	$(BIN)/tailor up
+
+status: $(STAMP)
+	$(BIN)/tailor status
+
+down: $(STAMP)
+	$(BIN)/tailor down
+
+clean:
+	rm -rf $(VENV) .tailor .mypy_cache .ruff_cache .pytest_cache

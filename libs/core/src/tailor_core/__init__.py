@@ -1,0 +1,1 @@
+"""Tailor's shared service runtime."""
