@@ -94,6 +94,7 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
+            failpoints.hit("outbox.before_publish")
             # Publish concurrently: nats-py writes them to the socket in call order, so the
             # stream keeps the outbox order; we wait for every acknowledgement.
             results = await asyncio.gather(
@@ -109,6 +110,7 @@ class OutboxRelay:
                 acked.append(row["position"])
             if acked:
                 await conn.execute("DELETE FROM outbox WHERE position = ANY($1::bigint[])", acked)
+                failpoints.hit("outbox.after_delete")
             self.published_total += len(acked)
         if failure is not None:
             log.warning("outbox publish failed", error=type(failure).__name__, relayed=len(acked))
