@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,10 @@ async def _raw_inserts(pool: asyncpg.Pool, count: int, batch: int, tag: str) -> 
 async def _consume(
     pool: asyncpg.Pool, js: JetStreamContext, naming: Naming, count: int, batch: int, durable: str
 ) -> float:
-    async def project(conn: asyncpg.Connection, message: InboundMessage) -> None:
-        await conn.execute("INSERT INTO projection VALUES ($1, 1)", message.event_id)
+    async def project(conn: asyncpg.Connection, messages: Sequence[InboundMessage]) -> None:
+        await conn.executemany(
+            "INSERT INTO projection VALUES ($1, 1)", [(m.event_id,) for m in messages]
+        )
 
     consumer = InboxConsumer(
         pool=pool,
@@ -107,7 +110,7 @@ async def _consume(
             filter_subject=naming.all_subjects(Stream.EVENTS),
             max_ack_pending=batch * 4,
         ),
-        handler=project,
+        batch_handler=project,
         dead_letter_subject=naming.dead_letter_subject("bench", durable),
         batch_size=batch,
         fetch_timeout_seconds=0.5,

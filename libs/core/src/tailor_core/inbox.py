@@ -40,6 +40,9 @@ class InboundMessage:
 
 #: A handler changes the projection through ``conn``, inside the inbox transaction.
 Handler = Callable[[asyncpg.Connection, InboundMessage], Awaitable[None]]
+#: A batch handler gets every new message of a fetched batch at once, in stream order, so
+#: it can write them with one ``executemany`` instead of a round trip per message.
+BatchHandler = Callable[[asyncpg.Connection, Sequence[InboundMessage]], Awaitable[None]]
 
 
 def _inbound(msg: Msg) -> InboundMessage:
@@ -67,7 +70,8 @@ class InboxConsumer:
         pool: asyncpg.Pool,
         js: JetStreamContext,
         spec: ConsumerSpec,
-        handler: Handler,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
         dead_letter_subject: str,
         batch_size: int = 100,
         fetch_timeout_seconds: float = 1.0,
@@ -76,7 +80,10 @@ class InboxConsumer:
         self._pool = pool
         self._js = js
         self._spec = spec
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self._handler = handler
+        self._batch_handler = batch_handler
         self._dead_letter_subject = dead_letter_subject
         self._batch_size = batch_size
         self._fetch_timeout = fetch_timeout_seconds
@@ -118,43 +125,52 @@ class InboxConsumer:
         inbound = [_inbound(msg) for msg in batch]
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                fresh = [await self._apply(conn, message) for message in inbound]
+                fresh = await self._apply(conn, inbound)
         except Exception:
             for msg, message in zip(batch, inbound, strict=True):
                 await self._process_one(msg, message)
             return
-        self._count(fresh)
+        self._count(len(inbound), fresh)
         failpoints.hit("inbox.after_commit")
         await asyncio.gather(*(msg.ack() for msg in batch))
 
-    def _count(self, fresh: Sequence[bool]) -> None:
-        processed = sum(fresh)
-        self.processed_total += processed
-        self.duplicates_total += len(fresh) - processed
+    def _count(self, received: int, fresh: int) -> None:
+        self.processed_total += fresh
+        self.duplicates_total += received - fresh
 
-    async def _apply(self, conn: asyncpg.Connection, message: InboundMessage) -> bool:
-        """Record the event id and run the handler; False when it was processed before."""
-        first_time = await conn.fetchval(
-            "INSERT INTO inbox (consumer, event_id, stream_seq) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING RETURNING true",
+    async def _apply(self, conn: asyncpg.Connection, messages: Sequence[InboundMessage]) -> int:
+        """Record the event ids and run the handler on the new ones; return how many were new."""
+        recorded = await conn.fetch(
+            "INSERT INTO inbox (consumer, event_id, stream_seq) "
+            "SELECT $1, e, s FROM unnest($2::text[], $3::bigint[]) AS t(e, s) "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
             self._spec.durable,
-            message.event_id,
-            message.stream_sequence,
+            [m.event_id for m in messages],
+            [m.stream_sequence for m in messages],
         )
-        if not first_time:
-            return False
-        with bind_event_id(message.event_id):
-            await self._handler(conn, message)
-        return True
+        new_ids = {row["event_id"] for row in recorded}
+        fresh = []
+        for message in messages:  # stream order; a repeat inside the batch counts once
+            if message.event_id in new_ids:
+                new_ids.discard(message.event_id)
+                fresh.append(message)
+        if self._batch_handler is not None:
+            if fresh:
+                await self._batch_handler(conn, fresh)
+        elif self._handler is not None:
+            for message in fresh:
+                with bind_event_id(message.event_id):
+                    await self._handler(conn, message)
+        return len(fresh)
 
     async def _process_one(self, msg: Msg, message: InboundMessage) -> None:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                fresh = await self._apply(conn, message)
+                fresh = await self._apply(conn, [message])
         except Exception as exc:
             await self._failed(msg, message, exc)
             return
-        self._count([fresh])
+        self._count(1, fresh)
         await msg.ack()
 
     async def _failed(self, msg: Msg, message: InboundMessage, exc: Exception) -> None:

@@ -1,0 +1,134 @@
+"""The one place that assembles a service: settings, logs, Postgres, NATS, gRPC, shutdown.
+
+A service describes itself with a :class:`ServiceDefinition` (its name, its migrations,
+a function building its gRPC servicers and consumers from a :class:`ServiceContext`) and
+calls :func:`main`. Everything else — migrations under a lock, stream provisioning, the
+outbox relay, health, reflection, metrics, SIGTERM handling — is the same for all five.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from tailor_core.auth import BearerTokenAuthenticator, TokenVerifier
+from tailor_core.bus import connect, platform_streams, provision_streams
+from tailor_core.db import create_pool
+from tailor_core.inbox import InboxConsumer
+from tailor_core.lifecycle import ServiceRuntime
+from tailor_core.logging import configure_logging
+from tailor_core.metrics import start_metrics_server
+from tailor_core.migrations import core_migrations, load_migrations, migrate
+from tailor_core.outbox import OutboxRelay
+from tailor_core.server import ServiceBinding, build_server
+from tailor_core.settings import ServiceSettings, SettingsError, load_settings
+from tailor_core.streams import Naming
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a service's composition root gets to build its handlers from."""
+
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    nats: NatsClient
+    js: JetStreamContext
+    naming: Naming
+    relay: OutboxRelay
+
+
+@dataclass(frozen=True)
+class Components:
+    """What a service contributes: its gRPC services, consumers and background tasks."""
+
+    services: Sequence[ServiceBinding]
+    consumers: Sequence[InboxConsumer] = ()
+    background: Sequence[Callable[[], Awaitable[None]]] = ()
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    migrations_package: str
+    build: Callable[[ServiceContext], Awaitable[Components]]
+    settings_class: type[ServiceSettings] = ServiceSettings
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
+    """Start the service, serve until SIGTERM/SIGINT, shut down in order; return an exit code."""
+    naming = Naming(settings.namespace, settings.partitions)
+    runtime = ServiceRuntime(grace_seconds=settings.shutdown_grace_seconds)
+
+    pool = await create_pool(
+        settings.pg_dsn.get_secret_value(),
+        settings.schema,
+        application_name=f"tailor-{definition.name}",
+        max_size=settings.pg_pool_max,
+    )
+    runtime.on_shutdown(pool.close)
+    async with pool.acquire() as conn:
+        applied = await migrate(
+            conn,
+            settings.schema,
+            [*core_migrations(), *load_migrations(definition.name, definition.migrations_package)],
+        )
+    log.info("migrations applied", count=len(applied), schema=settings.schema)
+
+    nc = await connect(settings.nats_url, name=f"tailor-{definition.name}")
+    runtime.on_shutdown(nc.drain)
+    js = nc.jetstream()
+    provisioned = await provision_streams(js, platform_streams(naming))
+    log.info("streams provisioned", **{name: str(action) for name, action in provisioned.items()})
+
+    relay = OutboxRelay(pool, js, settings.schema)
+    context = ServiceContext(settings, pool, nc, js, naming, relay)
+    components = await definition.build(context)
+
+    server = build_server(
+        service_name=definition.name,
+        services=components.services,
+        authenticator=BearerTokenAuthenticator(
+            TokenVerifier(settings.token_secret.get_secret_value())
+        ),
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+    )
+    metrics = start_metrics_server(settings.metrics_port)
+    runtime.on_shutdown(metrics.stop)
+    for hook in components.on_shutdown:
+        runtime.on_shutdown(hook)
+
+    runtime.background(relay.run, stop=relay.stop)
+    for consumer in components.consumers:
+        runtime.background(consumer.run, stop=consumer.stop)
+    for task in components.background:
+        runtime.background(task)
+
+    await server.start()
+    runtime.serve(server)
+    server.set_serving()
+    log.info("serving", grpc_port=server.port, metrics_port=settings.metrics_port)
+    return await runtime.wait()
+
+
+def main(definition: ServiceDefinition) -> None:
+    """Console-script entry point of a service."""
+    try:
+        settings = load_settings(definition.name, definition.settings_class)
+    except SettingsError as exc:
+        print(f"tailor-{definition.name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(definition.name, settings.log_level)
+    raise SystemExit(asyncio.run(run(definition, settings)))
