@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy libs/core/src libs/cli/src $(foreach s,$(SERVICES),services/$(s)/src) tools
+	$(BIN)/mypy -p tailor_core -p tailor_cli $(foreach s,$(SERVICES),-p tailor_$(s)) tools
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a pass.
 PYTEST = $(BIN)/pytest -q -p no:cacheprovider

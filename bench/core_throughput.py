@@ -25,7 +25,6 @@ from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext
-
 from tailor_core.bus import (
     ConsumerSpec,
     connect,
@@ -39,6 +38,7 @@ from tailor_core.migrations import Migration, core_migrations, migrate
 from tailor_core.outbox import OutboundMessage, OutboxRelay, enqueue
 from tailor_core.streams import Naming, Stream
 from tailor_core.testing.infra import Infra, test_infra
+from tailor_core.testing.waiting import wait_until
 
 PROJECTION = Migration(
     "bench", 1, "projection", "CREATE TABLE projection (event_id text PRIMARY KEY, n int)"
@@ -117,8 +117,11 @@ async def _consume(
     )
     start = time.perf_counter()
     task = asyncio.create_task(consumer.run())
-    while consumer.processed_total < count:
-        await asyncio.sleep(0.01)
+
+    async def caught_up() -> bool:
+        return consumer.processed_total >= count
+
+    await wait_until(caught_up, timeout=600, interval=0.005, message="consumer caught up")
     elapsed = time.perf_counter() - start
     await consumer.stop()
     await task
@@ -185,9 +188,8 @@ def _print_table(result: dict[str, Any]) -> None:
     print(f"{'raw JetStream publish (nats-py)':<34}{m['raw_js_publish_per_s']:>12,.0f}{'1.00':>14}")
     print(f"{'outbox relay':<34}{m['outbox_relay_per_s']:>12,.0f}{m['outbox_ratio']:>14.2f}")
     print(f"{'raw asyncpg batched inserts':<34}{m['raw_pg_rows_per_s']:>12,.0f}{'1.00':>14}")
-    print(
-        f"{'inbox consumer (projection)':<34}{m['inbox_consume_per_s']:>12,.0f}{m['inbox_ratio']:>14.2f}"
-    )
+    inbox = m["inbox_consume_per_s"]
+    print(f"{'inbox consumer (projection)':<34}{inbox:>12,.0f}{m['inbox_ratio']:>14.2f}")
 
 
 def main() -> None:

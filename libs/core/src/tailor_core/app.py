@@ -24,7 +24,7 @@ from tailor_core.bus import connect, platform_streams, provision_streams
 from tailor_core.db import create_pool
 from tailor_core.inbox import InboxConsumer
 from tailor_core.lifecycle import ServiceRuntime
-from tailor_core.logging import configure_logging
+from tailor_core.logs import configure_logging
 from tailor_core.metrics import start_metrics_server
 from tailor_core.migrations import core_migrations, load_migrations, migrate
 from tailor_core.outbox import OutboxRelay
@@ -73,7 +73,7 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
 
     pool = await create_pool(
         settings.pg_dsn.get_secret_value(),
-        settings.schema,
+        settings.db_schema,
         application_name=f"tailor-{definition.name}",
         max_size=settings.pg_pool_max,
     )
@@ -81,10 +81,10 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
     async with pool.acquire() as conn:
         applied = await migrate(
             conn,
-            settings.schema,
+            settings.db_schema,
             [*core_migrations(), *load_migrations(definition.name, definition.migrations_package)],
         )
-    log.info("migrations applied", count=len(applied), schema=settings.schema)
+    log.info("migrations applied", count=len(applied), schema=settings.db_schema)
 
     nc = await connect(settings.nats_url, name=f"tailor-{definition.name}")
     runtime.on_shutdown(nc.drain)
@@ -92,7 +92,7 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
     provisioned = await provision_streams(js, platform_streams(naming))
     log.info("streams provisioned", **{name: str(action) for name, action in provisioned.items()})
 
-    relay = OutboxRelay(pool, js, settings.schema)
+    relay = OutboxRelay(pool, js, settings.db_schema)
     context = ServiceContext(settings, pool, nc, js, naming, relay)
     components = await definition.build(context)
 
@@ -118,7 +118,7 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
 
     await server.start()
     runtime.serve(server)
-    server.set_serving()
+    await server.set_serving()
     log.info("serving", grpc_port=server.port, metrics_port=settings.metrics_port)
     return await runtime.wait()
 

@@ -7,6 +7,7 @@ differs, and leave the rest untouched, so every replica may run it at every star
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -174,7 +175,5 @@ async def provision_consumer(js: JetStreamContext, spec: ConsumerSpec) -> Provis
 async def delete_streams(js: JetStreamContext, names: Sequence[str]) -> None:
     """Delete streams that exist among ``names`` (tests and ``tailor down --purge``)."""
     for name in names:
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
-        except NotFoundError:
-            pass

@@ -7,9 +7,16 @@ other schema, so "no service reads another's tables" is enforced by Postgres its
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+#: A connection as handlers receive it: a plain one or one borrowed from a pool.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -69,7 +76,9 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-async def provision_service_database(admin_dsn: str, service: str, schema: str | None = None) -> str:
+async def provision_service_database(
+    admin_dsn: str, service: str, schema: str | None = None
+) -> str:
     """Create the service's role and the schema it owns, idempotently; return its DSN.
 
     Used by ``tailor up`` and the test harness, where the admin DSN is a superuser on a

@@ -21,7 +21,8 @@ from nats.js import JetStreamContext
 
 from tailor_core import failpoints
 from tailor_core.bus import ConsumerSpec, provision_consumer
-from tailor_core.logging import bind_event_id
+from tailor_core.db import Connection
+from tailor_core.logs import bind_event_id
 
 log = structlog.get_logger(__name__)
 
@@ -39,10 +40,10 @@ class InboundMessage:
 
 
 #: A handler changes the projection through ``conn``, inside the inbox transaction.
-Handler = Callable[[asyncpg.Connection, InboundMessage], Awaitable[None]]
+Handler = Callable[[Connection, InboundMessage], Awaitable[None]]
 #: A batch handler gets every new message of a fetched batch at once, in stream order, so
 #: it can write them with one ``executemany`` instead of a round trip per message.
-BatchHandler = Callable[[asyncpg.Connection, Sequence[InboundMessage]], Awaitable[None]]
+BatchHandler = Callable[[Connection, Sequence[InboundMessage]], Awaitable[None]]
 
 
 def _inbound(msg: Msg) -> InboundMessage:
@@ -138,7 +139,7 @@ class InboxConsumer:
         self.processed_total += fresh
         self.duplicates_total += received - fresh
 
-    async def _apply(self, conn: asyncpg.Connection, messages: Sequence[InboundMessage]) -> int:
+    async def _apply(self, conn: Connection, messages: Sequence[InboundMessage]) -> int:
         """Record the event ids and run the handler on the new ones; return how many were new."""
         recorded = await conn.fetch(
             "INSERT INTO inbox (consumer, event_id, stream_seq) "

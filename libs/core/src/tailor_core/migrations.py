@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
-
-from tailor_core.db import quote_ident
+from tailor_core.db import Connection, quote_ident
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -57,7 +55,9 @@ def core_migrations() -> list[Migration]:
     return load_migrations("tailor_core", "tailor_core.sql")
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, migrations: Sequence[Migration]) -> list[Migration]:
+async def migrate(
+    conn: Connection, schema: str, migrations: Sequence[Migration]
+) -> list[Migration]:
     """Apply the ``migrations`` not yet recorded in ``schema``; return those applied.
 
     Runs in one transaction holding a transaction-level advisory lock keyed on the schema:
@@ -85,7 +85,9 @@ async def migrate(conn: asyncpg.Connection, schema: str, migrations: Sequence[Mi
         )
         recorded = {
             (row["component"], row["version"]): row["checksum"]
-            for row in await conn.fetch("SELECT component, version, checksum FROM schema_migrations")
+            for row in await conn.fetch(
+                "SELECT component, version, checksum FROM schema_migrations"
+            )
         }
         for migration in migrations:
             key = (migration.component, migration.version)

@@ -19,6 +19,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from tailor_core import failpoints
+from tailor_core.db import Connection
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,7 @@ class OutboundMessage:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-async def enqueue(conn: asyncpg.Connection, messages: Iterable[OutboundMessage]) -> None:
+async def enqueue(conn: Connection, messages: Iterable[OutboundMessage]) -> None:
     """Add ``messages`` to the outbox inside the caller's transaction.
 
     An event id already waiting in the outbox is kept once.
@@ -147,7 +148,9 @@ class OutboxRelay:
         wake = asyncio.ensure_future(self._wake.wait())
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait({wake, stop}, timeout=self._poll_seconds, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                {wake, stop}, timeout=self._poll_seconds, return_when="FIRST_COMPLETED"
+            )
         finally:
             wake.cancel()
             stop.cancel()

@@ -58,7 +58,7 @@ class ServiceSettings(BaseSettings):
         return value
 
     @property
-    def schema(self) -> str:
+    def db_schema(self) -> str:
         """The Postgres schema this service owns (defaults to the service name)."""
         return self.pg_schema or self.service
 
@@ -66,9 +66,7 @@ class ServiceSettings(BaseSettings):
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
-def load_settings(
-    service: str, cls: type[SettingsT] = ServiceSettings, **overrides: Any
-) -> SettingsT:
+def load_settings(service: str, cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Read the settings of ``service`` from the environment (``overrides`` win).
 
     Raises :class:`SettingsError` listing every invalid or missing variable.

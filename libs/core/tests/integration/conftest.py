@@ -34,7 +34,9 @@ class WorkerProcess:
         return self.proc.returncode, lines
 
 
-async def start_worker(command: str, args: dict[str, Any], *, failpoints: str = "") -> WorkerProcess:
+async def start_worker(
+    command: str, args: dict[str, Any], *, failpoints: str = ""
+) -> WorkerProcess:
     env = {**os.environ, "TAILOR_FAILPOINTS": failpoints}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -9,7 +9,6 @@ from typing import Any
 import asyncpg
 import pytest
 from nats.js import JetStreamContext
-
 from tailor_core.bus import platform_streams, provision_streams
 from tailor_core.migrations import core_migrations, migrate
 from tailor_core.outbox import OutboundMessage, OutboxRelay, enqueue
@@ -71,10 +70,14 @@ async def test_rolled_back_transaction_publishes_nothing(
     pool: asyncpg.Pool, pg_schema: str, js: JetStreamContext, naming: Naming
 ) -> None:
     await _prepare(pool, pg_schema, js, naming)
-    with pytest.raises(RuntimeError):
+
+    async def failing_change() -> None:
         async with pool.acquire() as conn, conn.transaction():
             await enqueue(conn, _messages(naming, 3))
             raise RuntimeError("the state change failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_change()
     assert await OutboxRelay(pool, js, pg_schema).relay_once() == 0
     assert await _stream_ids(js, naming) == []
 

@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 from nats.js import JetStreamContext
-
 from tailor_core.bus import (
     ConsumerSpec,
     Provisioned,

@@ -23,17 +23,41 @@ REDACTED = "[redacted]"
 #: Keys whose values are never logged (compared lower-case).
 PERSONAL_KEYS = frozenset(
     {
-        "email", "name", "first_name", "last_name", "full_name", "phone", "address",
-        "street", "postal_code", "ip", "ip_address", "user_agent", "location", "lat",
-        "lon", "latitude", "longitude", "text", "body", "message_text", "comment",
-        "properties", "traits", "payload", "birthday", "date_of_birth",
+        "email",
+        "name",
+        "first_name",
+        "last_name",
+        "full_name",
+        "phone",
+        "address",
+        "street",
+        "postal_code",
+        "ip",
+        "ip_address",
+        "user_agent",
+        "location",
+        "lat",
+        "lon",
+        "latitude",
+        "longitude",
+        "text",
+        "body",
+        "message_text",
+        "comment",
+        "properties",
+        "traits",
+        "payload",
+        "birthday",
+        "date_of_birth",
     }
 )
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: REDACTED if str(k).lower() in PERSONAL_KEYS else _scrub(v) for k, v in value.items()}
+        return {
+            k: REDACTED if str(k).lower() in PERSONAL_KEYS else _scrub(v) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value

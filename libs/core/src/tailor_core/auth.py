@@ -1,0 +1,114 @@
+"""Who is calling: signed tokens for services and compliance staff, API keys for apps.
+
+Tokens are JWTs (HS256) signed with ``TAILOR_TOKEN_SECRET``; their ``scopes`` claim lists
+what the caller may do. Each RPC declares the scope it needs in the proto contract; the
+auth interceptor compares the two.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import jwt
+
+from tailor_core.errors import Unauthenticated
+
+PrincipalKind = Literal["service", "compliance", "client"]
+_KINDS: frozenset[str] = frozenset({"service", "compliance", "client"})
+_ALGORITHM = "HS256"
+MIN_SECRET_LENGTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    kind: PrincipalKind
+    id: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def _check_secret(secret: str) -> None:
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"token secret must be at least {MIN_SECRET_LENGTH} characters")
+
+
+def mint_token(
+    secret: str,
+    sub: str,
+    kind: PrincipalKind,
+    scopes: Iterable[str],
+    ttl_seconds: float = 3600.0,
+) -> str:
+    """Sign a token for ``sub`` holding ``scopes``, valid for ``ttl_seconds``."""
+    _check_secret(secret)
+    now = int(time.time())
+    claims = {
+        "sub": sub,
+        "kind": kind,
+        "scopes": sorted(set(scopes)),
+        "iat": now,
+        "exp": now + int(ttl_seconds),
+    }
+    return jwt.encode(claims, secret, algorithm=_ALGORITHM)
+
+
+class TokenVerifier:
+    """Checks signature, expiry and shape of a token and returns its principal."""
+
+    def __init__(self, secret: str) -> None:
+        _check_secret(secret)
+        self._secret = secret
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[_ALGORITHM],
+                options={"require": ["sub", "exp", "iat"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired") from None
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("invalid token") from None
+        kind, scopes = claims.get("kind"), claims.get("scopes", [])
+        if kind not in _KINDS or not isinstance(scopes, list):
+            raise Unauthenticated("invalid token claims")
+        return Principal(kind=kind, id=str(claims["sub"]), scopes=frozenset(map(str, scopes)))
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        """Return the caller, or raise :class:`Unauthenticated`."""
+        ...
+
+
+#: Checks an API key (``x-api-key``) and returns the client it belongs to.
+ApiKeyVerifier = Callable[[str], Awaitable[Principal]]
+
+
+class BearerTokenAuthenticator:
+    """``authorization: Bearer <token>``; optionally ``x-api-key`` for client apps."""
+
+    def __init__(self, verifier: TokenVerifier, api_keys: ApiKeyVerifier | None = None) -> None:
+        self._verifier = verifier
+        self._api_keys = api_keys
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        header = metadata.get("authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated("authorization must be 'Bearer <token>'")
+            return self._verifier.verify(token.strip())
+        api_key = metadata.get("x-api-key", "")
+        if api_key and self._api_keys is not None:
+            return await self._api_keys(api_key)
+        raise Unauthenticated("missing credentials: send 'authorization: Bearer <token>'")

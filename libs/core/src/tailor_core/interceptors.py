@@ -1,0 +1,266 @@
+"""The one gRPC server interceptor: request id, auth and scope, errors, logs, metrics.
+
+Every RPC of every service passes through :class:`ServiceInterceptor`, which:
+
+1. takes the request id from ``x-request-id`` (or makes one) and tags log lines with it;
+2. authenticates the caller and checks the scope the RPC declares in its proto
+   (``option (tailor.common.v1.required_scope)``); an RPC with no declared scope is
+   refused (fail closed); health and reflection are public;
+3. maps :class:`~tailor_core.errors.DomainError` to its status code, with field
+   violations as ``google.rpc.BadRequest`` details; any other exception becomes INTERNAL
+   with a generic message (the traceback goes to the log, not to the caller);
+4. logs one line per RPC (method, code, duration; never the request) and records
+   ``tailor_grpc_requests_total`` and ``tailor_grpc_request_seconds``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import cache
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import descriptor_pool
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from tailor_core.auth import Authenticator, Principal
+from tailor_core.errors import DomainError, ErrorCode
+from tailor_core.logs import bind_request_id
+from tailor_core.metrics import GRPC_REQUESTS, GRPC_SECONDS
+
+log = structlog.get_logger(__name__)
+
+PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "principal", default=None
+)
+
+ScopeResolver = Callable[[str], str | None]
+
+_GRPC_CODES = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being handled (set by the interceptor)."""
+    principal = _principal.get()
+    if principal is None:
+        raise RuntimeError("no authenticated caller in this context")
+    return principal
+
+
+@cache
+def scope_from_proto(full_method: str) -> str | None:
+    """The ``required_scope`` option of ``/pkg.Service/Method``, or None if undeclared."""
+    from tailor.common.v1 import options_pb2
+
+    name = full_method.lstrip("/").replace("/", ".")
+    try:
+        method = descriptor_pool.Default().FindMethodByName(name)
+    except KeyError:
+        return None
+    scope: str = method.GetOptions().Extensions[options_pb2.required_scope]
+    return scope or None
+
+
+def to_status(error: DomainError) -> Any:
+    """A ``grpc.Status`` for ``error``, carrying BadRequest details when fields are named."""
+    code = _GRPC_CODES[error.code]
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message)
+    if error.field_violations:
+        details = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.reason
+                )
+                for v in error.field_violations
+            ]
+        )
+        status.details.add().Pack(details)
+    return rpc_status.to_status(status)
+
+
+class _Outcome:
+    """What happened to one RPC, for the log line and the metrics."""
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.OK
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(
+        self,
+        service_name: str,
+        authenticator: Authenticator,
+        scope_resolver: ScopeResolver = scope_from_proto,
+    ) -> None:
+        self._service = service_name
+        self._authenticator = authenticator
+        self._scope_of = scope_resolver
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        if method.startswith(PUBLIC_PREFIXES):
+            return handler
+        return self._wrap(handler, method)
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                async with _Call(self, method, context) as call:
+                    return await call.run(lambda: inner_uu(request, context))
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                async with _Call(self, method, context) as call:
+                    return await call.run(lambda: inner_su(requests, context))
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                async with _Call(self, method, context) as call:
+                    async for item in call.stream(lambda: inner_us(request, context)):
+                        yield item
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(
+            requests: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            async with _Call(self, method, context) as call:
+                async for item in call.stream(lambda: inner_ss(requests, context)):
+                    yield item
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **serializers)
+
+    async def authorize(self, method: str, context: grpc.aio.ServicerContext) -> Principal:
+        scope = self._scope_of(method)
+        metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
+        principal = await self._authenticator.authenticate(metadata)
+        if scope is None:
+            raise _Denied(f"{method} declares no required scope; refusing by default")
+        if not principal.has_scope(scope):
+            raise _Denied(f"this RPC needs scope '{scope}'")
+        return principal
+
+
+class _Denied(DomainError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class _Call:
+    """Context for one RPC: ids, auth, error mapping, the log line and the metrics."""
+
+    def __init__(
+        self, owner: ServiceInterceptor, method: str, context: grpc.aio.ServicerContext
+    ) -> None:
+        self._owner = owner
+        self._method = method
+        self._context = context
+        self._outcome = _Outcome()
+
+    async def __aenter__(self) -> _Call:
+        metadata = dict(self._context.invocation_metadata() or ())
+        self._request_id = str(metadata.get("x-request-id") or uuid.uuid4())
+        self._bind = bind_request_id(self._request_id)
+        self._bind.__enter__()
+        self._started = time.perf_counter()
+        self._context.set_trailing_metadata((("x-request-id", self._request_id),))
+        return self
+
+    async def _authorize(self) -> None:
+        self._token = _principal.set(await self._owner.authorize(self._method, self._context))
+
+    async def run(self, invoke: Callable[[], Any]) -> Any:
+        try:
+            await self._authorize()
+            result = invoke()
+            return await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            await self._fail(exc)
+
+    async def stream(self, invoke: Callable[[], Any]) -> AsyncIterator[Any]:
+        try:
+            await self._authorize()
+            items = invoke()
+            if hasattr(items, "__aiter__"):
+                async for item in items:
+                    yield item
+            else:
+                for item in items:
+                    yield item
+        except Exception as exc:
+            await self._fail(exc)
+
+    async def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            code = self._context.code()
+            self._outcome.code = (
+                code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+            )
+            raise exc
+        if isinstance(exc, DomainError):
+            await self._abort(exc)
+        if isinstance(exc, NotImplementedError):
+            self._outcome.code = grpc.StatusCode.UNIMPLEMENTED
+            await self._context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, f"{self._method} is not implemented yet"
+            )
+        log.exception("unhandled error in RPC", method=self._method)
+        self._outcome.code = grpc.StatusCode.INTERNAL
+        await self._context.abort(
+            grpc.StatusCode.INTERNAL, f"internal error (request id {self._request_id})"
+        )
+
+    async def _abort(self, error: DomainError) -> None:
+        status = to_status(error)
+        self._outcome.code = status.code
+        await self._context.abort(status.code, status.details, status.trailing_metadata)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        elapsed = time.perf_counter() - self._started
+        code = self._outcome.code.name
+        service = self._owner._service
+        GRPC_REQUESTS.labels(service, self._method, code).inc()
+        GRPC_SECONDS.labels(service, self._method).observe(elapsed)
+        log.info("rpc", method=self._method, code=code, duration_ms=round(elapsed * 1000, 2))
+        if hasattr(self, "_token"):
+            _principal.reset(self._token)
+        self._bind.__exit__(None, None, None)

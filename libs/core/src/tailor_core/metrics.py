@@ -1,0 +1,44 @@
+"""Prometheus metrics shared by every service, served on their own HTTP port."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+
+GRPC_REQUESTS = Counter(
+    "tailor_grpc_requests",
+    "gRPC requests handled, by method and status code",
+    ["service", "method", "code"],
+)
+GRPC_SECONDS = Histogram(
+    "tailor_grpc_request_seconds",
+    "gRPC request handling time in seconds",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+@dataclass
+class MetricsServer:
+    """The ``/metrics`` HTTP endpoint; ``port`` is 0 when it is turned off."""
+
+    port: int
+    _server: WSGIServer | None = None
+    _thread: threading.Thread | None = None
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def start_metrics_server(port: int, host: str = "0.0.0.0") -> MetricsServer:
+    """Serve the default registry on ``host:port``; 0 turns metrics off."""
+    if port == 0:
+        return MetricsServer(0)
+    server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return MetricsServer(server.server_port, server, thread)
