@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext
+
 from tailor_core.bus import (
     ConsumerSpec,
     connect,

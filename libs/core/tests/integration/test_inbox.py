@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 from nats.js import JetStreamContext
+
 from tailor_core.bus import ConsumerSpec, platform_streams, provision_streams
 from tailor_core.inbox import InboundMessage, InboxConsumer
 from tailor_core.migrations import Migration, core_migrations, migrate

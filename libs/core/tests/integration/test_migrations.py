@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+
 from tailor_core.migrations import Migration, MigrationError, core_migrations, migrate
 from tailor_core.testing.infra import Infra
 

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 from nats.js import JetStreamContext
+
 from tailor_core.bus import platform_streams, provision_streams
 from tailor_core.migrations import core_migrations, migrate
 from tailor_core.outbox import OutboundMessage, OutboxRelay, enqueue

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 from nats.js import JetStreamContext
+
 from tailor_core.bus import (
     ConsumerSpec,
     Provisioned,

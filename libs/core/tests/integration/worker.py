@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 import asyncpg
+
 from tailor_core.bus import ConsumerSpec, connect
 from tailor_core.db import create_pool
 from tailor_core.migrations import core_migrations, migrate

@@ -194,7 +194,8 @@ async def test_stop_lets_the_rpc_in_flight_finish_and_refuses_new_ones(server: G
     in_flight.clear()
     release.clear()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        slow_call = asyncio.ensure_future(_call(channel, "Slow")(b"", metadata=_auth(["echo:read"])))
+        slow = _call(channel, "Slow")(b"", metadata=_auth(["echo:read"]))
+        slow_call = asyncio.ensure_future(slow)
         await asyncio.wait_for(in_flight.wait(), 5)
         stopping = asyncio.create_task(server.stop(grace_seconds=10))
         health = health_pb2_grpc.HealthStub(channel)
