@@ -33,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy -p tailor_core -p tailor_cli $(foreach s,$(SERVICES),-p tailor_$(s)) tools
+	$(BIN)/mypy -p tailor_core -p tailor_cli $(foreach s,$(SERVICES),-p tailor_$(s))
+	$(BIN)/mypy tools bench
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a pass.
 PYTEST = $(BIN)/pytest -q -p no:cacheprovider

@@ -33,7 +33,7 @@ from tailor_core.bus import (
     platform_streams,
     provision_streams,
 )
-from tailor_core.db import create_pool
+from tailor_core.db import Connection, create_pool
 from tailor_core.inbox import InboundMessage, InboxConsumer
 from tailor_core.migrations import Migration, core_migrations, migrate
 from tailor_core.outbox import OutboundMessage, OutboxRelay, enqueue
@@ -97,7 +97,7 @@ async def _raw_inserts(pool: asyncpg.Pool, count: int, batch: int, tag: str) -> 
 async def _consume(
     pool: asyncpg.Pool, js: JetStreamContext, naming: Naming, count: int, batch: int, durable: str
 ) -> float:
-    async def project(conn: asyncpg.Connection, messages: Sequence[InboundMessage]) -> None:
+    async def project(conn: Connection, messages: Sequence[InboundMessage]) -> None:
         await conn.executemany(
             "INSERT INTO projection VALUES ($1, 1)", [(m.event_id,) for m in messages]
         )

@@ -69,7 +69,9 @@ async def migrate(
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended('tailor.migrate.' || $1, 0))", schema
         )
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_sql}")
+        # A service role may lack CREATE on the database: create only what is missing.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f"CREATE SCHEMA {schema_sql}")
         await conn.execute(f"SET LOCAL search_path TO {schema_sql}")
         await conn.execute(
             """

@@ -99,3 +99,12 @@ def build_server(
         server,
     )
     return wrapper
+
+
+def unimplemented(servicer_class: type[Any]) -> Any:
+    """An instance of a generated servicer base, whose every RPC answers UNIMPLEMENTED.
+
+    For a service whose own servicer has not been written yet: it still serves health,
+    reflection and the v1 contract, and says plainly that the RPCs are not there.
+    """
+    return servicer_class()

@@ -1,0 +1,34 @@
+"""Composition root of the ingest service: the one place that wires its parts together.
+
+The v1 servicers below are the generated bases, which answer UNIMPLEMENTED for every RPC
+until the ingest service's own issue lands its domain code, repository and servicer.
+"""
+
+from __future__ import annotations
+
+from tailor.ingest.v1 import admin_pb2_grpc, ingest_pb2_grpc
+from tailor_core.app import Components, ServiceContext, ServiceDefinition
+from tailor_core.server import ServiceBinding, unimplemented
+
+
+async def build(context: ServiceContext) -> Components:
+    """Build the ingest service's gRPC services and consumers from the shared context."""
+    return Components(
+        services=[
+            ServiceBinding(
+                ingest_pb2_grpc.add_IngestServiceServicer_to_server,
+                unimplemented(ingest_pb2_grpc.IngestServiceServicer),
+                "tailor.ingest.v1.IngestService",
+            ),
+            ServiceBinding(
+                admin_pb2_grpc.add_IngestAdminServiceServicer_to_server,
+                unimplemented(admin_pb2_grpc.IngestAdminServiceServicer),
+                "tailor.ingest.v1.IngestAdminService",
+            ),
+        ]
+    )
+
+
+DEFINITION = ServiceDefinition(
+    name="ingest", migrations_package="tailor_ingest.migrations", build=build
+)
