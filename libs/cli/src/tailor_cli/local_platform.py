@@ -291,7 +291,7 @@ async def status(data_dir: Path, as_json: bool) -> int:
             for s in default_specs(SERVICE_NAMES, None)
         ]
     )
-    health = await check_all({row["name"]: row["grpc"] for row in rows})
+    health = await check_all({str(row["name"]): str(row["grpc"]) for row in rows})
     report = [{**row, "status": health[str(row["name"])]} for row in rows]
     all_serving = len(report) == len(SERVICE_NAMES) and all(r["status"] == SERVING for r in report)
     if as_json:
