@@ -137,7 +137,7 @@ class LocalPlatform:
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
         for spec in self.specs:
-            service_dsn = await provision_service_database(admin_dsn, spec.name)
+            service_dsn = await provision_service_database(admin_dsn, spec.name, self._schema(spec))
             self._launch(spec, service_dsn, nats_url, secret, logs / f"{spec.name}.log")
             if spec.name == "consent":  # the others check consent from their first request
                 await self._wait_serving([spec])
@@ -177,6 +177,12 @@ class LocalPlatform:
             nats_url = self.nats.url
         return admin_dsn, nats_url
 
+    @staticmethod
+    def _schema(spec: ServiceSpec) -> str:
+        """The service's schema; a namespace (several platforms on one server) prefixes it."""
+        namespace = os.environ.get("TAILOR_NAMESPACE", "")
+        return f"{namespace}_{spec.name}" if namespace else spec.name
+
     def _launch(
         self, spec: ServiceSpec, dsn: str, nats_url: str, secret: str, log_path: Path
     ) -> None:
@@ -192,7 +198,7 @@ class LocalPlatform:
             "TAILOR_CONSENT_ADDR": consent.grpc_address
             if consent
             else os.environ.get("TAILOR_CONSENT_ADDR", ""),
-            "TAILOR_PG_SCHEMA": spec.name,
+            "TAILOR_PG_SCHEMA": self._schema(spec),
         }
         with log_path.open("ab") as log:
             self.procs[spec.name] = subprocess.Popen(
