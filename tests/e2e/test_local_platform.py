@@ -16,13 +16,16 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tailor_core.bus import connect, delete_streams, platform_streams
+from tailor_core.streams import Naming
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
 from tailor_core.testing.waiting import wait_until
@@ -60,16 +63,31 @@ def _free_base_port() -> int:
 
 
 @pytest.fixture
-def platform_env(infra: Infra) -> dict[str, str]:
-    env = {**os.environ, "TAILOR_NAMESPACE": unique_name("e")}
+async def platform_env(infra: Infra) -> AsyncIterator[dict[str, str]]:
+    namespace = unique_name("e")
+    env = {**os.environ, "TAILOR_NAMESPACE": namespace}
     if infra.source == "embedded":
         # The fresh-machine path: `tailor up` starts its own embedded servers.
         env.pop("TAILOR_PG_DSN", None)
         env.pop("TAILOR_NATS_URL", None)
-    else:
-        env["TAILOR_PG_DSN"] = infra.pg_dsn
-        env["TAILOR_NATS_URL"] = infra.nats_url
-    return env
+        yield env
+        return
+    env["TAILOR_PG_DSN"] = infra.pg_dsn
+    env["TAILOR_NATS_URL"] = infra.nats_url
+    yield env
+    # Shared servers: remove what the platform created in its namespace.
+    conn = await asyncpg.connect(infra.pg_dsn)
+    try:
+        for service in V1_SERVICES:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{namespace}_{service}" CASCADE')
+    finally:
+        await conn.close()
+    nc = await connect(infra.nats_url, "tests-cleanup")
+    try:
+        naming = Naming(namespace)
+        await delete_streams(nc.jetstream(), [spec.name for spec in platform_streams(naming)])
+    finally:
+        await nc.drain()
 
 
 @pytest.fixture
