@@ -17,7 +17,7 @@ from tailor_core.streams import Naming, Stream
 from tailor_core.testing.infra import Infra
 from tailor_core.testing.waiting import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.embedded_smoke]
 
 PROJECTION = Migration(
     "test",

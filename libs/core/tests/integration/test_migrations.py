@@ -12,7 +12,7 @@ import pytest
 from tailor_core.migrations import Migration, MigrationError, core_migrations, migrate
 from tailor_core.testing.infra import Infra
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.embedded_smoke]
 
 
 async def test_two_processes_migrating_one_schema_at_once_both_succeed_with_one_result(

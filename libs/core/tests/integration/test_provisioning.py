@@ -16,7 +16,7 @@ from tailor_core.bus import (
 )
 from tailor_core.streams import Naming, Stream
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.embedded_smoke]
 
 
 async def test_provisioning_twice_changes_nothing(js: JetStreamContext, naming: Naming) -> None:
