@@ -83,7 +83,63 @@ async def do_consume(args: dict[str, Any]) -> dict[str, Any]:
     return {"processed": consumer.processed_total, "duplicates": consumer.duplicates_total}
 
 
-COMMANDS = {"migrate": do_migrate, "relay": do_relay, "consume": do_consume}
+async def do_serve(args: dict[str, Any]) -> dict[str, Any]:
+    """A gRPC service whose one RPC commits an event to the outbox; runs until SIGTERM.
+
+    Wired like a real service: ServiceRuntime, GrpcServer, outbox relay in the background.
+    """
+    import grpc
+
+    from tailor_core.auth import BearerTokenAuthenticator, TokenVerifier
+    from tailor_core.lifecycle import ServiceRuntime
+    from tailor_core.outbox import OutboundMessage, enqueue
+    from tailor_core.server import ServiceBinding, build_server
+
+    naming = Naming(args["namespace"], partitions=4)
+    pool = await create_pool(args["dsn"], args["schema"])
+    nc = await connect(args["nats_url"], "worker-serve")
+    relay = OutboxRelay(pool, nc.jetstream(), args["schema"])
+    runtime = ServiceRuntime(grace_seconds=10)
+    runtime.on_shutdown(pool.close)
+    runtime.on_shutdown(nc.drain)
+
+    async def record(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        event_id = request.decode()
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(
+                conn,
+                [OutboundMessage(event_id, naming.event_subject(event_id, "Recorded"), request)],
+            )
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        "tailor.test.v1.Recorder",
+        {"Record": grpc.unary_unary_rpc_method_handler(record, bytes, bytes)},
+    )
+    server = build_server(
+        service_name="recorder",
+        services=[
+            ServiceBinding(
+                lambda _s, srv: srv.add_generic_rpc_handlers((handler,)),
+                None,
+                "tailor.test.v1.Recorder",
+            )
+        ],
+        authenticator=BearerTokenAuthenticator(TokenVerifier(args["secret"])),
+        host="127.0.0.1",
+        port=0,
+        scope_resolver=lambda method: "test:write",
+    )
+    runtime.background(relay.run, stop=relay.stop)
+    await server.start()
+    runtime.serve(server)
+    await server.set_serving()
+    print(json.dumps({"port": server.port}), flush=True)
+    code = await runtime.wait()
+    return {"exit_code": code, "relayed": relay.published_total}
+
+
+COMMANDS = {"migrate": do_migrate, "relay": do_relay, "consume": do_consume, "serve": do_serve}
 
 
 def main() -> None:
