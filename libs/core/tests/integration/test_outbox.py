@@ -15,6 +15,7 @@ from tailor_core.migrations import core_migrations, migrate
 from tailor_core.outbox import OutboundMessage, OutboxRelay, enqueue
 from tailor_core.streams import Naming, Stream
 from tailor_core.testing.infra import Infra
+from tailor_core.testing.streams import stream_message_ids
 from tailor_core.testing.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded_smoke]
@@ -39,17 +40,7 @@ def _messages(naming: Naming, count: int, prefix: str = "evt") -> list[OutboundM
 
 
 async def _stream_ids(js: JetStreamContext, naming: Naming) -> list[str]:
-    """Every Nats-Msg-Id in the EVENTS stream, in stream order."""
-    stream = naming.stream_name(Stream.EVENTS)
-    info = await js.stream_info(stream)
-    if info.state.messages == 0:
-        return []
-    ids = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await js.get_msg(stream, seq)
-        assert msg.headers is not None
-        ids.append(msg.headers["Nats-Msg-Id"])
-    return ids
+    return await stream_message_ids(js, naming.stream_name(Stream.EVENTS))
 
 
 async def test_relay_publishes_committed_events_in_order_and_empties_the_outbox(

@@ -17,6 +17,7 @@ from tailor_core.bus import platform_streams, provision_streams
 from tailor_core.migrations import core_migrations, migrate
 from tailor_core.streams import Naming, Stream
 from tailor_core.testing.infra import Infra
+from tailor_core.testing.streams import stream_message_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded_smoke]
 
@@ -25,14 +26,7 @@ CLIENTS = 8
 
 
 async def _stream_ids(js: JetStreamContext, naming: Naming) -> list[str]:
-    stream = naming.stream_name(Stream.EVENTS)
-    info = await js.stream_info(stream)
-    ids = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
-        msg = await js.get_msg(stream, seq)
-        assert msg.headers is not None
-        ids.append(msg.headers["Nats-Msg-Id"])
-    return ids
+    return await stream_message_ids(js, naming.stream_name(Stream.EVENTS))
 
 
 async def test_sigterm_under_load_loses_no_acknowledged_event(
