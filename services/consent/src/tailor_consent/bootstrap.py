@@ -1,35 +1,36 @@
-"""Composition root of the consent service: the one place that wires its parts together.
-
-The v1 servicers below are the generated bases, which answer UNIMPLEMENTED for every RPC
-until the consent service's own issue lands its domain code, repository and servicer.
-"""
+"""Composition root of the consent service: the one place that wires its parts together."""
 
 from __future__ import annotations
 
 from tailor.consent.v1 import audit_pb2_grpc, consent_pb2_grpc, keys_pb2_grpc
 from tailor.privacy.v1 import privacy_pb2_grpc
+from tailor_consent.entrypoints.grpc import AuditServicer, ConsentServicer
+from tailor_consent.ledger_service import ConsentLedger
 from tailor_core.app import Components, ServiceContext, ServiceDefinition
 from tailor_core.server import ServiceBinding, unimplemented
 
 
 async def build(context: ServiceContext) -> Components:
-    """Build the consent service's gRPC services and consumers from the shared context."""
+    """Build the consent service's gRPC services from the shared context."""
+    ledger = ConsentLedger(context.pool, context.naming)
+    await ledger.start()
     return Components(
         services=[
             ServiceBinding(
                 consent_pb2_grpc.add_ConsentServiceServicer_to_server,
-                unimplemented(consent_pb2_grpc.ConsentServiceServicer),
+                ConsentServicer(ledger),
                 "tailor.consent.v1.ConsentService",
             ),
+            ServiceBinding(
+                audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                AuditServicer(context.pool),
+                "tailor.consent.v1.AuditService",
+            ),
+            # Not built yet (issue 3 continues): data keys and data-subject requests.
             ServiceBinding(
                 keys_pb2_grpc.add_KeyServiceServicer_to_server,
                 unimplemented(keys_pb2_grpc.KeyServiceServicer),
                 "tailor.consent.v1.KeyService",
-            ),
-            ServiceBinding(
-                audit_pb2_grpc.add_AuditServiceServicer_to_server,
-                unimplemented(audit_pb2_grpc.AuditServiceServicer),
-                "tailor.consent.v1.AuditService",
             ),
             ServiceBinding(
                 privacy_pb2_grpc.add_PrivacyServiceServicer_to_server,

@@ -1,0 +1,226 @@
+"""Thin gRPC servicers: check and convert the request, call the ledger, convert the result."""
+
+from __future__ import annotations
+
+import asyncpg
+import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import ParseDict
+
+from tailor.consent.v1 import audit_pb2, audit_pb2_grpc, consent_pb2_grpc
+from tailor.consent.v1 import consent_pb2 as pb
+from tailor_consent.adapters import audit
+from tailor_consent.domain.ledger import DecisionKind, Purpose, RecordCommand
+from tailor_consent.entrypoints import convert
+from tailor_consent.ledger_service import ConsentLedger
+from tailor_core.envelopes import timestamp
+from tailor_core.errors import FieldViolation, InvalidArgument
+from tailor_core.interceptors import current_principal
+
+CHECK_CACHE_TTL_SECONDS = 60
+
+
+class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
+    def __init__(self, ledger: ConsentLedger) -> None:
+        self._ledger = ledger
+
+    async def _record(
+        self,
+        request: pb.GrantConsentRequest | pb.DenyConsentRequest | pb.WithdrawConsentRequest,
+        kind: DecisionKind,
+    ) -> pb.RecordConsentResponse:
+        meta, decided_at = convert.metadata(request.metadata, request.HasField("metadata"))
+        expires_at = None
+        if isinstance(request, pb.GrantConsentRequest) and request.HasField("expires_at"):
+            expires_at = convert.utc(request.expires_at)
+        command = RecordCommand(
+            subject_id=request.subject_id,
+            purposes=list(request.purposes),
+            kind=kind,
+            metadata=meta,
+            decided_at=decided_at,
+            expires_at=expires_at,
+        )
+        stored = await self._ledger.record(command, actor=current_principal().id)
+        return pb.RecordConsentResponse(decisions=[convert.decision(d) for d in stored])
+
+    async def GrantConsent(
+        self, request: pb.GrantConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordConsentResponse:
+        return await self._record(request, DecisionKind.GRANTED)
+
+    async def DenyConsent(
+        self, request: pb.DenyConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordConsentResponse:
+        return await self._record(request, DecisionKind.DENIED)
+
+    async def WithdrawConsent(
+        self, request: pb.WithdrawConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordConsentResponse:
+        return await self._record(request, DecisionKind.WITHDRAWN)
+
+    async def GetConsent(
+        self, request: pb.GetConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsentResponse:
+        states = await self._ledger.state(request.subject_id)
+        return pb.GetConsentResponse(
+            subject_id=request.subject_id, purposes=[convert.purpose_state(s) for s in states]
+        )
+
+    async def GetConsentHistory(
+        self, request: pb.GetConsentHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsentHistoryResponse:
+        page = await self._ledger.history(
+            request.subject_id, request.purpose, request.page.page_size, request.page.page_token
+        )
+        response = pb.GetConsentHistoryResponse(
+            decisions=[convert.decision(d) for d in page.decisions]
+        )
+        response.page.next_page_token = page.next_page_token
+        response.page.total_size = -1
+        return response
+
+    async def CheckConsent(
+        self, request: pb.CheckConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckConsentResponse:
+        state = await self._ledger.check(request.subject_id, request.purpose)
+        return pb.CheckConsentResponse(
+            allowed=state.allowed, reason=state.reason, cache_ttl_seconds=CHECK_CACHE_TTL_SECONDS
+        )
+
+    async def BatchCheckConsent(
+        self, request: pb.BatchCheckConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchCheckConsentResponse:
+        states = await self._ledger.check_many([(c.subject_id, c.purpose) for c in request.checks])
+        return pb.BatchCheckConsentResponse(
+            results=[
+                pb.CheckConsentResponse(
+                    allowed=s.allowed, reason=s.reason, cache_ttl_seconds=CHECK_CACHE_TTL_SECONDS
+                )
+                for s in states
+            ]
+        )
+
+    async def ListPurposes(
+        self, request: pb.ListPurposesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPurposesResponse:
+        registry = await self._ledger.purposes()
+        return pb.ListPurposesResponse(purposes=[convert.purpose(p) for p in registry.values()])
+
+    async def UpsertPurpose(
+        self, request: pb.UpsertPurposeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Purpose:
+        given = request.purpose
+        stored = await self._ledger.upsert_purpose(
+            Purpose(given.name, given.description, allowed_services=tuple(given.allowed_services)),
+            actor=current_principal().id,
+        )
+        return convert.purpose(stored)
+
+    async def GetConsentReport(
+        self, request: pb.GetConsentReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsentReportResponse:
+        if not (request.range.HasField("start") and request.range.HasField("end")):
+            raise InvalidArgument(
+                "report needs a period", [FieldViolation("range", "give start and end", "REQUIRED")]
+            )
+        rows = await self._ledger.report(
+            convert.utc(request.range.start),
+            convert.utc(request.range.end),
+            request.bucket or "day",
+            list(request.purposes),
+        )
+        return pb.GetConsentReportResponse(
+            rows=[
+                pb.ConsentReportRow(
+                    bucket_start=timestamp(row["bucket_start"]),
+                    purpose=row["purpose"],
+                    grants=row["grants"],
+                    denials=row["denials"],
+                    withdrawals=row["withdrawals"],
+                    grant_rate=row["grant_rate"],
+                )
+                for row in rows
+            ]
+        )
+
+
+_ACTIONS = {
+    audit_pb2.AUDIT_ACTION_CONSENT_RECORDED: "consent_recorded",
+    audit_pb2.AUDIT_ACTION_KEY_GRANTED: "key_granted",
+    audit_pb2.AUDIT_ACTION_KEY_REFUSED: "key_refused",
+    audit_pb2.AUDIT_ACTION_EXPORT_STEP: "export_step",
+    audit_pb2.AUDIT_ACTION_ERASURE_STEP: "erasure_step",
+    audit_pb2.AUDIT_ACTION_PURPOSE_CHANGED: "purpose_changed",
+    audit_pb2.AUDIT_ACTION_MASTER_KEY_ROTATED: "master_key_rotated",
+}
+_ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def QueryAudit(
+        self, request: audit_pb2.QueryAuditRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.QueryAuditResponse:
+        before = None
+        if request.page.page_token:
+            if not request.page.page_token.isdigit():
+                raise InvalidArgument(
+                    "bad page token",
+                    [FieldViolation("page.page_token", "not a token from this API", "BAD_TOKEN")],
+                )
+            before = int(request.page.page_token)
+        start = convert.utc(request.range.start) if request.range.HasField("start") else None
+        end = convert.utc(request.range.end) if request.range.HasField("end") else None
+        if start and end and end <= start:
+            raise InvalidArgument(
+                "bad period", [FieldViolation("range", "end must be after start", "BAD_RANGE")]
+            )
+        size = min(request.page.page_size or 100, 1000)
+        async with self._pool.acquire() as conn:
+            entries = await audit.query(
+                conn,
+                subject_id=request.subject_id,
+                actor=request.actor,
+                purpose=request.purpose,
+                actions=[_ACTIONS[a] for a in request.actions if a in _ACTIONS],
+                start=start,
+                end=end,
+                before_sequence=before,
+                limit=size,
+            )
+        response = audit_pb2.QueryAuditResponse()
+        for entry in entries:
+            details = struct_pb2.Struct()
+            ParseDict(dict(entry.details), details)
+            response.entries.append(
+                audit_pb2.AuditEntry(
+                    sequence=entry.sequence,
+                    at=timestamp(entry.at),
+                    action=_ACTIONS_BACK.get(entry.action, audit_pb2.AUDIT_ACTION_UNSPECIFIED),
+                    actor=entry.actor,
+                    subject_id=entry.subject_id,
+                    purpose=entry.purpose,
+                    request_id=entry.request_id,
+                    details=details,
+                    hash=entry.hash,
+                )
+            )
+        if len(entries) == size:
+            response.page.next_page_token = str(entries[-1].sequence)
+        response.page.total_size = -1
+        return response
+
+    async def VerifyAuditChain(
+        self, request: audit_pb2.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.VerifyAuditChainResponse:
+        async with self._pool.acquire() as conn:
+            result = await audit.verify(conn, request.from_sequence, request.to_sequence)
+        return audit_pb2.VerifyAuditChainResponse(
+            intact=result.intact,
+            checked=result.checked,
+            first_broken_sequence=result.first_broken_sequence,
+            problem=result.problem,
+        )
