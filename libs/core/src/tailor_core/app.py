@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 
 from tailor_core.auth import BearerTokenAuthenticator, TokenVerifier
 from tailor_core.bus import connect, platform_streams, provision_streams
+from tailor_core.consent_client import ConsentClient, ServiceToken
 from tailor_core.db import create_pool
 from tailor_core.inbox import InboxConsumer
 from tailor_core.lifecycle import ServiceRuntime
@@ -34,6 +35,9 @@ from tailor_core.streams import Naming
 
 log = structlog.get_logger(__name__)
 
+#: What a service's own token allows it to ask of other services.
+SERVICE_SCOPES = ["consent:check", "keys:encrypt", "keys:request", "privacy:report"]
+
 
 @dataclass
 class ServiceContext:
@@ -45,6 +49,7 @@ class ServiceContext:
     js: JetStreamContext
     naming: Naming
     relay: OutboxRelay
+    consent: ConsentClient
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,17 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
     log.info("streams provisioned", **{name: str(action) for name, action in provisioned.items()})
 
     relay = OutboxRelay(pool, js, settings.db_schema)
-    context = ServiceContext(settings, pool, nc, js, naming, relay)
+    consent = ConsentClient(
+        nats=nc,
+        naming=naming,
+        consent_addr=settings.consent_addr,
+        token=ServiceToken(
+            settings.token_secret.get_secret_value(), definition.name, SERVICE_SCOPES
+        ),
+    )
+    await consent.start()
+    runtime.on_shutdown(consent.close)
+    context = ServiceContext(settings, pool, nc, js, naming, relay, consent)
     components = await definition.build(context)
 
     server = build_server(
