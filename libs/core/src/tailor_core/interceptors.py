@@ -15,6 +15,7 @@ Every RPC of every service passes through :class:`ServiceInterceptor`, which:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import time
@@ -31,7 +32,7 @@ from grpc_status import rpc_status
 
 from tailor_core.auth import Authenticator, Principal
 from tailor_core.errors import DomainError, ErrorCode
-from tailor_core.logs import bind_request_id
+from tailor_core.logs import reset_request_id, set_request_id
 from tailor_core.metrics import GRPC_REQUESTS, GRPC_SECONDS
 
 log = structlog.get_logger(__name__)
@@ -199,8 +200,7 @@ class _Call:
     async def __aenter__(self) -> _Call:
         metadata = dict(self._context.invocation_metadata() or ())
         self._request_id = str(metadata.get("x-request-id") or uuid.uuid4())
-        self._bind = bind_request_id(self._request_id)
-        self._bind.__enter__()
+        self._request_token = set_request_id(self._request_id)
         self._started = time.perf_counter()
         self._context.set_trailing_metadata((("x-request-id", self._request_id),))
         return self
@@ -262,5 +262,6 @@ class _Call:
         GRPC_SECONDS.labels(service, self._method).observe(elapsed)
         log.info("rpc", method=self._method, code=code, duration_ms=round(elapsed * 1000, 2))
         if hasattr(self, "_token"):
-            _principal.reset(self._token)
-        self._bind.__exit__(None, None, None)
+            with contextlib.suppress(ValueError):  # finished in another context: nothing to undo
+                _principal.reset(self._token)
+        reset_request_id(self._request_token)

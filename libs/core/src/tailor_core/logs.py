@@ -102,7 +102,8 @@ def configure_logging(service: str, level: str = "info") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # No file argument: each logger writes to whatever sys.stdout is when it is made.
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
@@ -127,6 +128,17 @@ def bind_event_id(event_id: str) -> Iterator[None]:
         yield
     finally:
         _event_id.reset(token)
+
+
+def set_request_id(request_id: str) -> contextvars.Token[str | None]:
+    """Tag log lines with ``request_id`` until :func:`reset_request_id`."""
+    return _request_id.set(request_id)
+
+
+def reset_request_id(token: contextvars.Token[str | None]) -> None:
+    # gRPC may finish a call in another context than it began in; then there is nothing to undo.
+    with contextlib.suppress(ValueError):
+        _request_id.reset(token)
 
 
 def current_request_id() -> str | None:

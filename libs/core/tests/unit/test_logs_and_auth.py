@@ -26,6 +26,7 @@ def test_log_lines_are_json_with_ids_and_personal_values_redacted(
             nested=[{"ip": "10.1.2.3", "count": 3}],
         )
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    structlog.reset_defaults()
     assert line["service"] == "profile"
     assert line["request_id"] == "req-1"
     assert line["event_id"] == "evt-9"
