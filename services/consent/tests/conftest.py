@@ -12,8 +12,9 @@ import grpc
 import pytest
 from nats.js import JetStreamContext
 
-from tailor.consent.v1 import audit_pb2_grpc, consent_pb2_grpc
-from tailor_consent.entrypoints.grpc import AuditServicer, ConsentServicer
+from tailor.consent.v1 import audit_pb2_grpc, consent_pb2_grpc, keys_pb2_grpc
+from tailor_consent.entrypoints.grpc import AuditServicer, ConsentServicer, KeyServicer
+from tailor_consent.key_service import KeyService
 from tailor_consent.ledger_service import ConsentLedger
 from tailor_core.auth import BearerTokenAuthenticator, TokenVerifier, mint_token
 from tailor_core.bus import platform_streams, provision_streams
@@ -23,6 +24,7 @@ from tailor_core.server import ServiceBinding, build_server
 from tailor_core.streams import Naming
 
 SECRET = "c" * 40
+MASTER_KEYS = {"m1": bytes(range(32)), "m2": bytes(range(32, 64))}
 
 
 class Clock:
@@ -43,6 +45,7 @@ class ConsentHarness:
     js: JetStreamContext
     naming: Naming
     clock: Clock
+    keys: KeyService
 
     def credentials(
         self, *scopes: str, sub: str = "officer-1", kind: str = "compliance"
@@ -64,6 +67,7 @@ async def consent(
     clock = Clock()
     ledger = ConsentLedger(pool, naming, clock=clock)
     await ledger.start()
+    keys = KeyService(pool, ledger, dict(MASTER_KEYS), "m1")
     server = build_server(
         service_name="consent",
         services=[
@@ -77,6 +81,11 @@ async def consent(
                 AuditServicer(pool),
                 "tailor.consent.v1.AuditService",
             ),
+            ServiceBinding(
+                keys_pb2_grpc.add_KeyServiceServicer_to_server,
+                KeyServicer(keys),
+                "tailor.consent.v1.KeyService",
+            ),
         ],
         authenticator=BearerTokenAuthenticator(TokenVerifier(SECRET)),
         host="127.0.0.1",
@@ -87,7 +96,7 @@ async def consent(
     await server.start()
     await server.set_serving()
     try:
-        yield ConsentHarness(f"127.0.0.1:{server.port}", ledger, pool, js, naming, clock)
+        yield ConsentHarness(f"127.0.0.1:{server.port}", ledger, pool, js, naming, clock, keys)
     finally:
         await server.stop(0)
         await relay.stop()

@@ -11,6 +11,7 @@ it is killed (PR_SET_PDEATHSIG), so nothing is left behind.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from tailor_core.settings import DEFAULT_PORTS, SERVICE_NAMES
 
 STATE_FILE = "state.json"
 SECRET_FILE = "token-secret"
+MASTER_KEY_FILE = "master-key"
+LOCAL_MASTER_KEY_ID = "local-1"
 
 
 class PlatformError(Exception):
@@ -88,15 +91,26 @@ class State:
             return None
 
 
-def token_secret(data_dir: Path) -> str:
-    """The platform's token secret: kept in the data dir (0600) so the CLI can mint tokens."""
-    path = data_dir / SECRET_FILE
+def _kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret made once and kept in the data dir, readable by this user only."""
     if path.exists():
         return path.read_text().strip()
-    secret = secrets.token_urlsafe(48)
+    value = make()
     path.touch(mode=0o600)
-    path.write_text(secret)
-    return secret
+    path.write_text(value)
+    return value
+
+
+def token_secret(data_dir: Path) -> str:
+    """The platform's token secret, kept so that the CLI can mint tokens later."""
+    return _kept_secret(data_dir / SECRET_FILE, lambda: secrets.token_urlsafe(48))
+
+
+def master_key(data_dir: Path) -> str:
+    """The local master key wrapping subject data keys (base64 of 32 random bytes)."""
+    return _kept_secret(
+        data_dir / MASTER_KEY_FILE, lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -200,6 +214,9 @@ class LocalPlatform:
             else os.environ.get("TAILOR_CONSENT_ADDR", ""),
             "TAILOR_PG_SCHEMA": self._schema(spec),
         }
+        if spec.name == "consent":  # only the consent service ever sees the master key
+            env["TAILOR_MASTER_KEYS"] = f"{LOCAL_MASTER_KEY_ID}:{master_key(self.data_dir)}"
+            env["TAILOR_MASTER_KEY_ID"] = LOCAL_MASTER_KEY_ID
         with log_path.open("ab") as log:
             self.procs[spec.name] = subprocess.Popen(
                 spec.argv,

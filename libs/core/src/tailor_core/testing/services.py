@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -53,6 +54,11 @@ class ServiceProcess:
             "TAILOR_PARTITIONS": "4",
             **self.extra_env,
         }
+        if self.name == "consent":
+            env.setdefault(
+                "TAILOR_MASTER_KEYS", f"test-1:{base64.b64encode(os.urandom(32)).decode()}"
+            )
+            env.setdefault("TAILOR_MASTER_KEY_ID", "test-1")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
                 [sys.executable, "-m", f"tailor_{self.name}"],

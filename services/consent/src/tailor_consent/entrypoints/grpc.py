@@ -7,12 +7,14 @@ import grpc
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import ParseDict
 
-from tailor.consent.v1 import audit_pb2, audit_pb2_grpc, consent_pb2_grpc
+from tailor.consent.v1 import audit_pb2, audit_pb2_grpc, consent_pb2_grpc, keys_pb2, keys_pb2_grpc
 from tailor.consent.v1 import consent_pb2 as pb
 from tailor_consent.adapters import audit
 from tailor_consent.domain.ledger import DecisionKind, Purpose, RecordCommand
 from tailor_consent.entrypoints import convert
+from tailor_consent.key_service import KEY_CACHE_TTL_SECONDS, KeyService
 from tailor_consent.ledger_service import ConsentLedger
+from tailor_core.crypto import DataKey
 from tailor_core.envelopes import timestamp
 from tailor_core.errors import FieldViolation, InvalidArgument
 from tailor_core.interceptors import current_principal
@@ -223,4 +225,36 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             checked=result.checked,
             first_broken_sequence=result.first_broken_sequence,
             problem=result.problem,
+        )
+
+
+class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
+    def __init__(self, keys: KeyService) -> None:
+        self._keys = keys
+
+    @staticmethod
+    def _reply(key: DataKey) -> keys_pb2.DataKey:
+        return keys_pb2.DataKey(
+            key_id=key.key_id, key=key.material, cache_ttl_seconds=KEY_CACHE_TTL_SECONDS
+        )
+
+    async def GetEncryptionKey(
+        self, request: keys_pb2.GetEncryptionKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.DataKey:
+        return self._reply(await self._keys.encryption_key(request.subject_id, current_principal()))
+
+    async def GetDecryptionKey(
+        self, request: keys_pb2.GetDecryptionKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.DataKey:
+        key = await self._keys.decryption_key(
+            request.subject_id, request.purpose, request.key_id, current_principal()
+        )
+        return self._reply(key)
+
+    async def RotateMasterKey(
+        self, request: keys_pb2.RotateMasterKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.RotateMasterKeyResponse:
+        rewrapped = await self._keys.rotate(request.new_master_key_id, current_principal())
+        return keys_pb2.RotateMasterKeyResponse(
+            rewrapped=rewrapped, master_key_id=self._keys.current_master_key_id
         )
