@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from tailor_core.db import Connection
+from tailor_core.streams import subject_token
 
 GENESIS = "0" * 64
 
@@ -27,7 +28,7 @@ class AuditEntry:
     at: datetime
     action: str
     actor: str
-    subject_id: str = ""
+    subject_token: str = ""  # one-way token of the subject id, never the id itself
     purpose: str = ""
     request_id: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
@@ -41,7 +42,7 @@ def entry_hash(previous_hash: str, entry: AuditEntry) -> str:
             "at": entry.at.astimezone(UTC).isoformat(),
             "action": entry.action,
             "actor": entry.actor,
-            "subject_id": entry.subject_id,
+            "subject_token": entry.subject_token,
             "purpose": entry.purpose,
             "request_id": entry.request_id,
             "details": entry.details,
@@ -76,20 +77,20 @@ async def append(
         datetime.now(UTC),
         action,
         actor,
-        subject_id,
+        subject_token(subject_id) if subject_id else "",
         purpose,
         request_id,
         dict(details or {}),
     )
     hashed = AuditEntry(**{**_fields(entry), "hash": entry_hash(previous, entry)})
     await conn.execute(
-        "INSERT INTO audit_log (sequence, at, action, actor, subject_id, purpose, request_id,"
+        "INSERT INTO audit_log (sequence, at, action, actor, subject_token, purpose, request_id,"
         " details, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)",
         hashed.sequence,
         hashed.at,
         hashed.action,
         hashed.actor,
-        hashed.subject_id,
+        hashed.subject_token,
         hashed.purpose,
         hashed.request_id,
         json.dumps(hashed.details, sort_keys=True),
@@ -109,7 +110,7 @@ def _from_row(row: asyncpg.Record) -> AuditEntry:
         at=row["at"],
         action=row["action"],
         actor=row["actor"],
-        subject_id=row["subject_id"],
+        subject_token=row["subject_token"],
         purpose=row["purpose"],
         request_id=row["request_id"],
         details=json.loads(details) if isinstance(details, str) else details,
@@ -133,13 +134,13 @@ async def query(
     rows = await conn.fetch(
         """
         SELECT * FROM audit_log
-        WHERE ($1 = '' OR subject_id = $1) AND ($2 = '' OR actor = $2)
+        WHERE ($1 = '' OR subject_token = $1) AND ($2 = '' OR actor = $2)
           AND ($3 = '' OR purpose = $3) AND (cardinality($4::text[]) = 0 OR action = ANY($4))
           AND ($5::timestamptz IS NULL OR at >= $5) AND ($6::timestamptz IS NULL OR at < $6)
           AND ($7::bigint IS NULL OR sequence < $7)
         ORDER BY sequence DESC LIMIT $8
         """,
-        subject_id,
+        subject_token(subject_id) if subject_id else "",
         actor,
         purpose,
         list(actions),

@@ -203,7 +203,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                     at=timestamp(entry.at),
                     action=_ACTIONS_BACK.get(entry.action, audit_pb2.AUDIT_ACTION_UNSPECIFIED),
                     actor=entry.actor,
-                    subject_id=entry.subject_id,
+                    subject_id=entry.subject_token,
                     purpose=entry.purpose,
                     request_id=entry.request_id,
                     details=details,

@@ -46,18 +46,20 @@ CREATE TABLE subjects (
 );
 
 -- Tamper-evident audit log: each row's hash covers the previous row's hash and its own content.
+-- Subjects appear only as one-way tokens, so the log outlives an erasure without naming anyone
+-- and without breaking the chain.
 CREATE TABLE audit_log (
-    sequence   bigint      PRIMARY KEY,
-    at         timestamptz NOT NULL,
-    action     text        NOT NULL,
-    actor      text        NOT NULL,
-    subject_id text        NOT NULL DEFAULT '',
+    sequence      bigint      PRIMARY KEY,
+    at            timestamptz NOT NULL,
+    action        text        NOT NULL,
+    actor         text        NOT NULL,
+    subject_token text        NOT NULL DEFAULT '',
     purpose    text        NOT NULL DEFAULT '',
     request_id text        NOT NULL DEFAULT '',
     details    jsonb       NOT NULL DEFAULT '{}'::jsonb,
     hash       text        NOT NULL
 );
 
-CREATE INDEX audit_by_subject ON audit_log (subject_id, sequence);
+CREATE INDEX audit_by_subject ON audit_log (subject_token, sequence);
 CREATE INDEX audit_by_actor ON audit_log (actor, sequence);
 CREATE INDEX audit_by_at ON audit_log (at);

@@ -90,7 +90,9 @@ class AuditEntry(_message.Message):
     actor: _builtins.str
     """Acting principal (service name or staff id)."""
     subject_id: _builtins.str
-    """Subject concerned, when one is."""
+    """Subject concerned, as its one-way token (the audit log never stores subject ids, so it
+    survives an erasure without naming anyone). QueryAudit filters by the id itself.
+    """
     purpose: _builtins.str
     """Purpose concerned, when one is."""
     request_id: _builtins.str
