@@ -29,6 +29,7 @@ from tailor_core.logs import configure_logging
 from tailor_core.metrics import start_metrics_server
 from tailor_core.migrations import core_migrations, load_migrations, migrate
 from tailor_core.outbox import OutboxRelay
+from tailor_core.privacy import PrivacyHandlers, privacy_consumer
 from tailor_core.server import ServiceBinding, build_server
 from tailor_core.settings import ServiceSettings, SettingsError, load_settings
 from tailor_core.streams import Naming
@@ -60,6 +61,8 @@ class Components:
     consumers: Sequence[InboxConsumer] = ()
     background: Sequence[Callable[[], Awaitable[None]]] = ()
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+    #: Export and erase handlers for data-subject requests (every service registers them).
+    privacy: PrivacyHandlers | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,12 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
         runtime.on_shutdown(hook)
 
     runtime.background(relay.run, stop=relay.stop)
-    for consumer in components.consumers:
+    consumers = list(components.consumers)
+    if components.privacy is not None:
+        consumers.append(
+            privacy_consumer(pool=pool, js=js, naming=naming, handlers=components.privacy)
+        )
+    for consumer in consumers:
         runtime.background(consumer.run, stop=consumer.stop)
     for task in components.background:
         runtime.background(task)

@@ -104,12 +104,22 @@ class InboxConsumer:
         subscription = await self._js.pull_subscribe_bind(
             self._spec.durable, stream=self._spec.stream
         )
+        failures = 0
         try:
             while not self._stopping.is_set():
                 try:
                     batch = await subscription.fetch(self._batch_size, timeout=self._fetch_timeout)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue  # nothing to fetch (nats-py raises either kind)
+                except nats.errors.Error as exc:
+                    # NATS away or reconnecting: wait and fetch again; nothing was taken.
+                    failures += 1
+                    log.warning(
+                        "fetch failed; retrying", consumer=self.name, error=type(exc).__name__
+                    )
+                    await asyncio.sleep(min(0.2 * failures, 5.0))
                     continue
+                failures = 0
                 await self.process_batch(batch)
         finally:
             await subscription.unsubscribe()

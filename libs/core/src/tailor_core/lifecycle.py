@@ -57,7 +57,9 @@ class ServiceRuntime:
             return
         error = None if task.cancelled() else task.exception()
         log.error(
-            "background loop ended unexpectedly", error=type(error).__name__ if error else None
+            "background loop ended unexpectedly",
+            error=type(error).__name__ if error else None,
+            exc_info=error,
         )
         self.exit_code = 1
         self._stop_requested.set()

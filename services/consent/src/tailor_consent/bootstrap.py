@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from tailor.consent.v1 import audit_pb2_grpc, consent_pb2_grpc, keys_pb2_grpc
 from tailor.privacy.v1 import privacy_pb2_grpc
-from tailor_consent.entrypoints.grpc import AuditServicer, ConsentServicer, KeyServicer
+from tailor_consent import privacy_handlers
+from tailor_consent.entrypoints.grpc import (
+    AuditServicer,
+    ConsentServicer,
+    KeyServicer,
+    PrivacyServicer,
+)
 from tailor_consent.key_service import KeyService
 from tailor_consent.ledger_service import ConsentLedger
+from tailor_consent.privacy_service import PrivacyWorkflows
 from tailor_consent.settings import ConsentSettings
 from tailor_core.app import Components, ServiceContext, ServiceDefinition
-from tailor_core.server import ServiceBinding, unimplemented
+from tailor_core.bus import ConsumerSpec
+from tailor_core.inbox import InboxConsumer
+from tailor_core.server import ServiceBinding
+from tailor_core.streams import Stream
 
 
 async def build(context: ServiceContext) -> Components:
@@ -19,6 +29,7 @@ async def build(context: ServiceContext) -> Components:
     ledger = ConsentLedger(context.pool, context.naming)
     await ledger.start()
     keys = KeyService(context.pool, ledger, settings.master_key_ring(), settings.master_key_id)
+    workflows = PrivacyWorkflows(context.pool, context.js, context.naming, settings.holders())
     return Components(
         services=[
             ServiceBinding(
@@ -36,13 +47,33 @@ async def build(context: ServiceContext) -> Components:
                 KeyServicer(keys),
                 "tailor.consent.v1.KeyService",
             ),
-            # Not built yet (issue 3 continues): data-subject requests.
             ServiceBinding(
                 privacy_pb2_grpc.add_PrivacyServiceServicer_to_server,
-                unimplemented(privacy_pb2_grpc.PrivacyServiceServicer),
+                PrivacyServicer(workflows, context.pool),
                 "tailor.privacy.v1.PrivacyService",
             ),
-        ]
+        ],
+        consumers=[reports_consumer(context, workflows)],
+        background=[workflows.run],
+        on_shutdown=[workflows.stop],
+        privacy=privacy_handlers.HANDLERS,
+    )
+
+
+def reports_consumer(context: ServiceContext, workflows: PrivacyWorkflows) -> InboxConsumer:
+    """Records every service's step reports from the PRIVACY stream."""
+    naming = context.naming
+    return InboxConsumer(
+        pool=context.pool,
+        js=context.js,
+        spec=ConsumerSpec(
+            stream=naming.stream_name(Stream.PRIVACY),
+            durable="consent_privacy_reports",
+            filter_subject=naming.all_subjects(Stream.PRIVACY),
+            description="step reports of data-subject requests",
+        ),
+        handler=workflows.handle_report_message,
+        dead_letter_subject=naming.dead_letter_subject("consent", "privacy_reports"),
     )
 
 

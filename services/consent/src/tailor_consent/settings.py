@@ -33,12 +33,17 @@ class ConsentSettings(ServiceSettings):
     master_keys: SecretStr
     #: The master key that wraps new data keys.
     master_key_id: str
+    #: Services that hold personal data: a data-subject request completes when all confirmed.
+    data_holders: str = "consent,ingest,profile,segment,recommend"
 
     @field_validator("master_keys")
     @classmethod
     def _valid_keys(cls, value: SecretStr) -> SecretStr:
         parse_master_keys(value.get_secret_value())
         return value
+
+    def holders(self) -> list[str]:
+        return [name.strip() for name in self.data_holders.split(",") if name.strip()]
 
     def master_key_ring(self) -> dict[str, bytes]:
         return parse_master_keys(self.master_keys.get_secret_value())

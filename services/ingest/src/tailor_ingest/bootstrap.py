@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tailor.ingest.v1 import admin_pb2_grpc, ingest_pb2_grpc
 from tailor_core.app import Components, ServiceContext, ServiceDefinition
+from tailor_core.privacy import PrivacyHandlers, holds_nothing_erase, holds_nothing_export
 from tailor_core.server import ServiceBinding, unimplemented
 
 
@@ -25,7 +26,10 @@ async def build(context: ServiceContext) -> Components:
                 unimplemented(admin_pb2_grpc.IngestAdminServiceServicer),
                 "tailor.ingest.v1.IngestAdminService",
             ),
-        ]
+        ],
+        # Holds no personal data yet: its export is empty and its erasure deletes nothing,
+        # but it takes part in every request, so completion means every service confirmed.
+        privacy=PrivacyHandlers("ingest", holds_nothing_export, holds_nothing_erase),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tailor.profile.v1 import profile_pb2_grpc
 from tailor_core.app import Components, ServiceContext, ServiceDefinition
+from tailor_core.privacy import PrivacyHandlers, holds_nothing_erase, holds_nothing_export
 from tailor_core.server import ServiceBinding, unimplemented
 
 
@@ -20,7 +21,10 @@ async def build(context: ServiceContext) -> Components:
                 unimplemented(profile_pb2_grpc.ProfileServiceServicer),
                 "tailor.profile.v1.ProfileService",
             ),
-        ]
+        ],
+        # Holds no personal data yet: its export is empty and its erasure deletes nothing,
+        # but it takes part in every request, so completion means every service confirmed.
+        privacy=PrivacyHandlers("profile", holds_nothing_export, holds_nothing_erase),
     )
 
 

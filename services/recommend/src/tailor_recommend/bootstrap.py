@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tailor.recommend.v1 import recommend_pb2_grpc
 from tailor_core.app import Components, ServiceContext, ServiceDefinition
+from tailor_core.privacy import PrivacyHandlers, holds_nothing_erase, holds_nothing_export
 from tailor_core.server import ServiceBinding, unimplemented
 
 
@@ -20,7 +21,10 @@ async def build(context: ServiceContext) -> Components:
                 unimplemented(recommend_pb2_grpc.RecommendServiceServicer),
                 "tailor.recommend.v1.RecommendService",
             ),
-        ]
+        ],
+        # Holds no personal data yet: its export is empty and its erasure deletes nothing,
+        # but it takes part in every request, so completion means every service confirmed.
+        privacy=PrivacyHandlers("recommend", holds_nothing_export, holds_nothing_erase),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tailor.segment.v1 import segment_pb2_grpc
 from tailor_core.app import Components, ServiceContext, ServiceDefinition
+from tailor_core.privacy import PrivacyHandlers, holds_nothing_erase, holds_nothing_export
 from tailor_core.server import ServiceBinding, unimplemented
 
 
@@ -20,7 +21,10 @@ async def build(context: ServiceContext) -> Components:
                 unimplemented(segment_pb2_grpc.SegmentServiceServicer),
                 "tailor.segment.v1.SegmentService",
             ),
-        ]
+        ],
+        # Holds no personal data yet: its export is empty and its erasure deletes nothing,
+        # but it takes part in every request, so completion means every service confirmed.
+        privacy=PrivacyHandlers("segment", holds_nothing_export, holds_nothing_erase),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 import grpc
 from google.protobuf import struct_pb2
@@ -9,14 +11,17 @@ from google.protobuf.json_format import ParseDict
 
 from tailor.consent.v1 import audit_pb2, audit_pb2_grpc, consent_pb2_grpc, keys_pb2, keys_pb2_grpc
 from tailor.consent.v1 import consent_pb2 as pb
+from tailor.events.v1 import platform_events_pb2 as events_pb2
+from tailor.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 from tailor_consent.adapters import audit
 from tailor_consent.domain.ledger import DecisionKind, Purpose, RecordCommand
 from tailor_consent.entrypoints import convert
 from tailor_consent.key_service import KEY_CACHE_TTL_SECONDS, KeyService
 from tailor_consent.ledger_service import ConsentLedger
+from tailor_consent.privacy_service import KINDS, PrivacyWorkflows, RequestView
 from tailor_core.crypto import DataKey
 from tailor_core.envelopes import timestamp
-from tailor_core.errors import FieldViolation, InvalidArgument
+from tailor_core.errors import FieldViolation, InvalidArgument, PermissionDenied
 from tailor_core.interceptors import current_principal
 
 CHECK_CACHE_TTL_SECONDS = 60
@@ -258,3 +263,128 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
         return keys_pb2.RotateMasterKeyResponse(
             rewrapped=rewrapped, master_key_id=self._keys.current_master_key_id
         )
+
+
+_STATES = {
+    "in_progress": privacy_pb2.REQUEST_STATE_IN_PROGRESS,
+    "completed": privacy_pb2.REQUEST_STATE_COMPLETED,
+    "stuck": privacy_pb2.REQUEST_STATE_STUCK,
+}
+_STATES_BACK = {v: k for k, v in _STATES.items()}
+_STEP_STATES = {
+    "pending": events_pb2.PRIVACY_STEP_STATE_STARTED,
+    "completed": events_pb2.PRIVACY_STEP_STATE_COMPLETED,
+    "failed": events_pb2.PRIVACY_STEP_STATE_FAILED,
+}
+
+
+def _request_message(view: RequestView) -> privacy_pb2.PrivacyRequest:
+    message = privacy_pb2.PrivacyRequest(
+        request_id=view.request_id,
+        kind=KINDS[view.kind],
+        subject_id=view.subject,
+        state=_STATES[view.state],
+        created_at=timestamp(view.created_at),
+        reference=view.reference,
+        requested_by=view.requested_by,
+        steps=[
+            privacy_pb2.ServiceStep(
+                service=step.service,
+                state=_STEP_STATES[step.state],
+                attempts=step.attempts,
+                updated_at=timestamp(step.updated_at),
+                error=step.error,
+                counts=step.counts,
+            )
+            for step in view.steps
+        ],
+    )
+    if view.completed_at is not None:
+        message.completed_at.CopyFrom(timestamp(view.completed_at))
+    return message
+
+
+class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
+    def __init__(self, workflows: PrivacyWorkflows, pool: asyncpg.Pool) -> None:
+        self._workflows = workflows
+        self._pool = pool
+
+    async def RequestExport(
+        self, request: privacy_pb2.RequestExportRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.PrivacyRequest:
+        view = await self._workflows.request(
+            "export",
+            request.subject_id,
+            request.idempotency_key,
+            request.reference,
+            current_principal().id,
+        )
+        return _request_message(view)
+
+    async def RequestErasure(
+        self, request: privacy_pb2.RequestErasureRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.PrivacyRequest:
+        if not request.confirm:
+            raise InvalidArgument(
+                "erasure cannot be undone",
+                [FieldViolation("confirm", "set confirm = true to erase", "CONFIRMATION_REQUIRED")],
+            )
+        view = await self._workflows.request(
+            "erase",
+            request.subject_id,
+            request.idempotency_key,
+            request.reference,
+            current_principal().id,
+        )
+        return _request_message(view)
+
+    async def GetPrivacyRequest(
+        self, request: privacy_pb2.GetPrivacyRequestRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.PrivacyRequest:
+        return _request_message(await self._workflows.get(request.request_id))
+
+    async def ListPrivacyRequests(
+        self, request: privacy_pb2.ListPrivacyRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.ListPrivacyRequestsResponse:
+        before = None
+        if request.page.page_token:
+            try:
+                before = datetime.fromisoformat(request.page.page_token)
+            except ValueError:
+                raise InvalidArgument(
+                    "bad page token",
+                    [FieldViolation("page.page_token", "not a token from this API", "BAD_TOKEN")],
+                ) from None
+        size = min(request.page.page_size or 50, 500)
+        views = await self._workflows.list(
+            _STATES_BACK.get(request.state, ""), request.subject_id, size, before
+        )
+        response = privacy_pb2.ListPrivacyRequestsResponse(
+            requests=[_request_message(v) for v in views]
+        )
+        if len(views) == size:
+            response.page.next_page_token = views[-1].created_at.isoformat()
+        response.page.total_size = -1
+        return response
+
+    async def GetExportDocument(
+        self, request: privacy_pb2.GetExportDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.GetExportDocumentResponse:
+        return privacy_pb2.GetExportDocumentResponse(
+            document_json=await self._workflows.document(request.request_id)
+        )
+
+    async def ReportStep(
+        self, request: privacy_pb2.ReportStepRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.ReportStepResponse:
+        caller = current_principal()
+        if request.step.service != caller.id:
+            raise PermissionDenied("a service reports only its own step")
+        async with self._pool.acquire() as conn, conn.transaction():
+            state = await self._workflows.apply_report(conn, request.step)
+        return privacy_pb2.ReportStepResponse(state=_STATES[state])
+
+    async def ListDataHolders(
+        self, request: privacy_pb2.ListDataHoldersRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.ListDataHoldersResponse:
+        return privacy_pb2.ListDataHoldersResponse(services=self._workflows.holders)
