@@ -79,8 +79,7 @@ async def platform(infra: Infra, nc: NatsClient, tmp_path: Path) -> AsyncIterato
         await running.start()
         yield running
     finally:
-        for service in running.services.values():
-            service.stop()
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in running.services.values()))
         conn = await asyncpg.connect(infra.pg_dsn)
         for service in running.services.values():
             await conn.execute(f'DROP SCHEMA IF EXISTS "{service.schema}" CASCADE')

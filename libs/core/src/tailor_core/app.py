@@ -12,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -53,13 +53,19 @@ class ServiceContext:
     consent: ConsentClient
 
 
+class BackgroundLoop(Protocol):
+    async def run(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Components:
     """What a service contributes: its gRPC services, consumers and background tasks."""
 
     services: Sequence[ServiceBinding]
     consumers: Sequence[InboxConsumer] = ()
-    background: Sequence[Callable[[], Awaitable[None]]] = ()
+    #: Long-running loops (``run()`` until ``stop()``), stopped before the shutdown hooks run.
+    background: Sequence[BackgroundLoop] = ()
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
     #: Export and erase handlers for data-subject requests (every service registers them).
     privacy: PrivacyHandlers | None = None
@@ -136,8 +142,8 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
         )
     for consumer in consumers:
         runtime.background(consumer.run, stop=consumer.stop)
-    for task in components.background:
-        runtime.background(task)
+    for loop in components.background:
+        runtime.background(loop.run, stop=loop.stop)
 
     await server.start()
     runtime.serve(server)

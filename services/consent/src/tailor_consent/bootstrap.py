@@ -54,8 +54,7 @@ async def build(context: ServiceContext) -> Components:
             ),
         ],
         consumers=[reports_consumer(context, workflows)],
-        background=[workflows.run],
-        on_shutdown=[workflows.stop],
+        background=[workflows],
         privacy=privacy_handlers.HANDLERS,
     )
 
