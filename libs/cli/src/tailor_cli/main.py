@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from tailor_cli import local_platform
+from tailor_cli import compliance, local_platform
 from tailor_core.settings import SERVICE_NAMES
 
 
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     commands.add_parser("down", help="stop a platform started with `tailor up`")
+    compliance.add_commands(commands)
     return parser
 
 
@@ -44,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(local_platform.up(data_dir, specs))
     if args.command == "status":
         return asyncio.run(local_platform.status(data_dir, args.json))
-    return local_platform.down(data_dir)
+    if args.command == "down":
+        return local_platform.down(data_dir)
+    args.data_dir = data_dir
+    return asyncio.run(compliance.run(args))
 
 
 if __name__ == "__main__":
