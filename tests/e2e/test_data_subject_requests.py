@@ -18,6 +18,7 @@ import grpc
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
+
 from tailor.consent.v1 import consent_pb2 as pb
 from tailor.consent.v1 import consent_pb2_grpc, keys_pb2, keys_pb2_grpc
 from tailor.privacy.v1 import privacy_pb2, privacy_pb2_grpc
@@ -123,19 +124,20 @@ async def _rows_naming(infra: Infra, schemas: list[str], needle: str) -> list[st
     conn = await asyncpg.connect(infra.pg_dsn)
     try:
         columns = await conn.fetch(
-            "SELECT table_schema, table_name, column_name FROM information_schema.columns"
+            "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns"
             " WHERE table_schema = ANY($1::text[])"
             " AND data_type IN ('text', 'character varying', 'jsonb', 'bytea', 'ARRAY')",
             schemas,
         )
         found = []
         for col in columns:
-            where = f'"{col["table_schema"]}"."{col["table_name"]}"'
-            count = await conn.fetchval(
-                f"SELECT count(*) FROM {where} WHERE position($1 in encode(convert_to(\"{col['column_name']}\"::text, 'UTF8'), 'escape')) > 0",
-                needle,
-            )
-            if count:
+            table = f'"{col["table_schema"]}"."{col["table_name"]}"'
+            column = f'"{col["column_name"]}"'
+            if col["data_type"] == "bytea":  # look for the raw bytes, not the hex text form
+                condition = f"position(convert_to($1, 'UTF8') in {column}) > 0"
+            else:
+                condition = f"strpos({column}::text, $1) > 0"
+            if await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {condition}", needle):
                 found.append(f"{col['table_schema']}.{col['table_name']}.{col['column_name']}")
         return found
     finally:

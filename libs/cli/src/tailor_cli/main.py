@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,5 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(compliance.run(args))
 
 
+def run() -> None:
+    """Console-script entry: exit quietly when the output pipe closes (``tailor … | head``)."""
+    try:
+        code = main()
+    except BrokenPipeError:
+        code = 0
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
