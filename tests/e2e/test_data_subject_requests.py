@@ -124,8 +124,8 @@ async def _rows_naming(infra: Infra, schemas: list[str], needle: str) -> list[st
     conn = await asyncpg.connect(infra.pg_dsn)
     try:
         columns = await conn.fetch(
-            "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = ANY($1::text[])"
+            "SELECT table_schema, table_name, column_name, data_type"
+            " FROM information_schema.columns WHERE table_schema = ANY($1::text[])"
             " AND data_type IN ('text', 'character varying', 'jsonb', 'bytea', 'ARRAY')",
             schemas,
         )
