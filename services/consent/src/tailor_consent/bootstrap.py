@@ -11,6 +11,7 @@ from tailor_consent.entrypoints.grpc import (
     KeyServicer,
     PrivacyServicer,
 )
+from tailor_consent.identity import IdentityFollower
 from tailor_consent.key_service import KeyService
 from tailor_consent.ledger_service import ConsentLedger
 from tailor_consent.privacy_service import PrivacyWorkflows
@@ -53,7 +54,10 @@ async def build(context: ServiceContext) -> Components:
                 "tailor.privacy.v1.PrivacyService",
             ),
         ],
-        consumers=[reports_consumer(context, workflows)],
+        consumers=[
+            reports_consumer(context, workflows),
+            IdentityFollower(context.pool, context.js, context.naming, ledger).consumer(),
+        ],
         background=[workflows],
         privacy=privacy_handlers.HANDLERS,
     )

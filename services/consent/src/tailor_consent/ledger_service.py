@@ -110,7 +110,7 @@ class ConsentLedger:
             await repository.set_jurisdiction(
                 conn, command.subject_id, command.metadata.jurisdiction
             )
-            await enqueue(conn, [self._announcement(d) for d in stored])
+            await enqueue(conn, [self.announcement(d) for d in stored])
             for decision in stored:
                 await audit.append(
                     conn,
@@ -126,7 +126,8 @@ class ConsentLedger:
                 )
         return stored
 
-    def _announcement(self, decision: Decision) -> Any:
+    def announcement(self, decision: Decision) -> Any:
+        """The outbox message announcing ``decision`` on the CONSENT stream."""
         payload = ConsentDecisionRecorded(
             decision_id=decision.decision_id,
             subject_id=decision.subject_id,
