@@ -8,7 +8,6 @@ arrives does its step when it comes back.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from tailor_core.settings import SERVICE_NAMES
 from tailor_core.streams import Naming, Stream
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
-from tailor_core.testing.services import ServiceProcess
+from tailor_core.testing.services import ServiceGroup
 from tailor_core.testing.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.embedded_smoke]
@@ -46,46 +45,21 @@ def _token(sub: str, kind: str, *scopes: str) -> tuple[tuple[str, str], ...]:
 OFFICER = _token("officer-9", "compliance", "privacy:admin", "consent:write")
 
 
-class Platform:
-    def __init__(self, infra: Infra, namespace: str, log_dir: Path) -> None:
-        self.namespace = namespace
-        self.naming = Naming(namespace, 4)
-        self.services = {
-            name: ServiceProcess(
-                name,
-                infra,
-                schema=f"{namespace}_{name}",
-                namespace=namespace,
-                secret=SECRET,
-                log_dir=log_dir,
-            )
-            for name in SERVICE_NAMES
-        }
-
-    @property
-    def consent(self) -> ServiceProcess:
-        return self.services["consent"]
-
-    async def start(self) -> None:
-        await self.consent.start()
-        for service in self.services.values():
-            service.extra_env["TAILOR_CONSENT_ADDR"] = self.consent.address
-        await asyncio.gather(*(s.start() for n, s in self.services.items() if n != "consent"))
+Platform = ServiceGroup
 
 
 @pytest.fixture
-async def platform(infra: Infra, nc: NatsClient, tmp_path: Path) -> AsyncIterator[Platform]:
-    running = Platform(infra, unique_name("d"), tmp_path)
+async def platform(infra: Infra, nc: NatsClient, tmp_path: Path) -> AsyncIterator[ServiceGroup]:
+    running = ServiceGroup(infra, unique_name("d"), SECRET, tmp_path)
     try:
         await running.start()
         yield running
     finally:
-        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in running.services.values()))
-        conn = await asyncpg.connect(infra.pg_dsn)
-        for service in running.services.values():
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{service.schema}" CASCADE')
-        await conn.close()
-        await delete_streams(nc.jetstream(), [s.name for s in platform_streams(running.naming)])
+        await running.stop()
+        await running.drop_schemas()
+        await delete_streams(
+            nc.jetstream(), [s.name for s in platform_streams(Naming(running.namespace))]
+        )
 
 
 async def _finished(
@@ -158,7 +132,7 @@ async def test_erasure_leaves_no_trace_and_old_ciphertext_unreadable(
         )
     captured_key = DataKey(granted.key_id, granted.key)
     sealed = encrypt_field(captured_key, "identify.email", SUBJECT)  # e.g. sitting in a backup
-    naming = platform.naming
+    naming = Naming(platform.namespace, 4)
     await js.publish(
         naming.event_subject(SUBJECT, "Order Completed"), b"order", headers={"Nats-Msg-Id": "o-1"}
     )

@@ -102,6 +102,7 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
 
     nc = await connect(settings.nats_url, name=f"tailor-{definition.name}")
     runtime.on_shutdown(nc.drain)
+    warn_if_nats_too_old(nc.connected_server_version.major, nc.connected_server_version.minor)
     js = nc.jetstream()
     provisioned = await provision_streams(js, platform_streams(naming))
     log.info("streams provisioned", **{name: str(action) for name, action in provisioned.items()})
@@ -150,6 +151,16 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
     await server.set_serving()
     log.info("serving", grpc_port=server.port, metrics_port=settings.metrics_port)
     return await runtime.wait()
+
+
+def warn_if_nats_too_old(major: int, minor: int) -> None:
+    """Erasure purges streams by subject; before 2.10 such a purge disturbs other consumers."""
+    if (major, minor) < (2, 10):
+        log.warning(
+            "nats-server older than 2.10: purging a subject's messages (erasure) can make "
+            "consumers of that stream skip other messages; upgrade NATS",
+            server_version=f"{major}.{minor}",
+        )
 
 
 def main(definition: ServiceDefinition) -> None:

@@ -44,8 +44,11 @@ from tailor_core.streams import Naming, Stream, safe_token, subject_token
 
 log = structlog.get_logger(__name__)
 
-REDISPATCH_AFTER = timedelta(seconds=30)
-STUCK_AFTER = timedelta(minutes=10)
+# Tasks wait in every holder's durable consumer, so a busy or restarting service catches up
+# on its own; re-dispatch is for a holder that truly lost one (e.g. a dead-lettered task),
+# and must not turn a backlog into a storm of duplicates.
+REDISPATCH_AFTER = timedelta(minutes=5)
+STUCK_AFTER = timedelta(minutes=30)
 KINDS = {"export": events.PRIVACY_REQUEST_KIND_EXPORT, "erase": events.PRIVACY_REQUEST_KIND_ERASE}
 
 

@@ -103,3 +103,46 @@ class ServiceProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+
+class ServiceGroup:
+    """The five services as separate processes in one namespace, consent first."""
+
+    def __init__(self, infra: Infra, namespace: str, secret: str, log_dir: Path) -> None:
+        from tailor_core.settings import SERVICE_NAMES
+
+        self.namespace = namespace
+        self.services = {
+            name: ServiceProcess(
+                name,
+                infra,
+                schema=f"{namespace}_{name}",
+                namespace=namespace,
+                secret=secret,
+                log_dir=log_dir,
+            )
+            for name in SERVICE_NAMES
+        }
+
+    @property
+    def consent(self) -> ServiceProcess:
+        return self.services["consent"]
+
+    async def start(self) -> None:
+        await self.consent.start()
+        for service in self.services.values():
+            service.extra_env["TAILOR_CONSENT_ADDR"] = self.consent.address
+        await asyncio.gather(*(s.start() for n, s in self.services.items() if n != "consent"))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in self.services.values()))
+
+    async def drop_schemas(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.consent.infra.pg_dsn)
+        try:
+            for service in self.services.values():
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{service.schema}" CASCADE')
+        finally:
+            await conn.close()
