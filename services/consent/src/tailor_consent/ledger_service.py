@@ -182,9 +182,7 @@ class ConsentLedger:
             violations.append(FieldViolation("purpose", "unknown purpose", "UNKNOWN_PURPOSE"))
         raise_if(violations)
         async with self._pool.acquire() as conn:
-            rows = await repository.decisions_of(conn, subject_id, purpose=purpose)
-            jurisdiction = (await repository.jurisdictions_of(conn, [subject_id])).get(subject_id)
-        latest = latest_per_purpose(d for _, d in rows).get(purpose)
+            latest, jurisdiction = await repository.latest_decision(conn, subject_id, purpose)
         return evaluate(registry[purpose], latest, jurisdiction or Jurisdiction.GDPR, self._clock())
 
     async def _states(self, subject_ids: Sequence[str]) -> dict[str, list[PurposeState]]:

@@ -131,6 +131,29 @@ async def decisions_of(
     return [(row["position"], _decision(row)) for row in rows]
 
 
+async def latest_decision(
+    conn: Connection, subject_id: str, purpose: str
+) -> tuple[Decision | None, Jurisdiction | None]:
+    """The decision in force for one purpose and the subject's jurisdiction, in one query."""
+    row = await conn.fetchrow(
+        """
+        SELECT d.*, s.jurisdiction AS subject_jurisdiction
+          FROM (SELECT 1) AS one
+          LEFT JOIN LATERAL (
+                SELECT * FROM decisions
+                 WHERE subject_id = $1 AND purpose = $2
+                 ORDER BY decided_at DESC, position DESC LIMIT 1) AS d ON true
+          LEFT JOIN subjects AS s ON s.subject_id = $1
+        """,
+        subject_id,
+        purpose,
+    )
+    assert row is not None
+    decision = _decision(row) if row["decision_id"] is not None else None
+    jurisdiction = row["subject_jurisdiction"]
+    return decision, Jurisdiction(jurisdiction) if jurisdiction else None
+
+
 async def decisions_of_many(
     conn: Connection, subject_ids: Sequence[str]
 ) -> dict[str, list[Decision]]:
