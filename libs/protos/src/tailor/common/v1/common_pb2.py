@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtailor/common/v1/common.proto\x12\x10tailor.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"7\n\x08PageInfo\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\")\n\x05Money\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"R\n\x0e\x45ncryptedField\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"?\n\x0e\x43oarseLocation\x12\x0f\n\x07\x63ountry\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04\x63ity\x18\x03 \x01(\t\"\xab\x04\n\x07\x43ontext\x12\x13\n\x0b\x64\x65vice_type\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65vice_model\x18\x02 \x01(\t\x12\x0f\n\x07os_name\x18\x03 \x01(\t\x12\x12\n\nos_version\x18\x04 \x01(\t\x12\x10\n\x08\x61pp_name\x18\x05 \x01(\t\x12\x13\n\x0b\x61pp_version\x18\x06 \x01(\t\x12\x11\n\tapp_build\x18\x07 \x01(\t\x12\x0e\n\x06locale\x18\x08 \x01(\t\x12\x10\n\x08timezone\x18\t \x01(\t\x12\x32\n\x08location\x18\n \x01(\x0b\x32 .tailor.common.v1.CoarseLocation\x12\x0f\n\x07\x63hannel\x18\x0b \x01(\t\x12\x39\n\x08\x63\x61mpaign\x18\x0c \x03(\x0b\x32\'.tailor.common.v1.Context.CampaignEntry\x12,\n\x02ip\x18\r \x01(\x0b\x32 .tailor.common.v1.EncryptedField\x12\x34\n\nuser_agent\x18\x0e \x01(\x0b\x32 .tailor.common.v1.EncryptedField\x12:\n\x10precise_location\x18\x0f \x01(\x0b\x32 .tailor.common.v1.EncryptedField\x12\x12\n\nsession_id\x18\x10 \x01(\t\x12\x0f\n\x07library\x18\x11 \x01(\t\x1a/\n\rCampaignEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtailor/common/v1/common.proto\x12\x10tailor.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"7\n\x08PageInfo\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\")\n\x05Money\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"R\n\x0e\x45ncryptedField\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"d\n\rPersonalField\x12\x13\n\tplaintext\x18\x01 \x01(\tH\x00\x12\x35\n\tencrypted\x18\x02 \x01(\x0b\x32 .tailor.common.v1.EncryptedFieldH\x00\x42\x07\n\x05value\"?\n\x0e\x43oarseLocation\x12\x0f\n\x07\x63ountry\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04\x63ity\x18\x03 \x01(\t\"\xdc\x04\n\x07\x43ontext\x12\x13\n\x0b\x64\x65vice_type\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65vice_model\x18\x02 \x01(\t\x12\x0f\n\x07os_name\x18\x03 \x01(\t\x12\x12\n\nos_version\x18\x04 \x01(\t\x12\x10\n\x08\x61pp_name\x18\x05 \x01(\t\x12\x13\n\x0b\x61pp_version\x18\x06 \x01(\t\x12\x11\n\tapp_build\x18\x07 \x01(\t\x12\x0e\n\x06locale\x18\x08 \x01(\t\x12\x10\n\x08timezone\x18\t \x01(\t\x12\x32\n\x08location\x18\n \x01(\x0b\x32 .tailor.common.v1.CoarseLocation\x12\x0f\n\x07\x63hannel\x18\x0b \x01(\t\x12\x39\n\x08\x63\x61mpaign\x18\x0c \x03(\x0b\x32\'.tailor.common.v1.Context.CampaignEntry\x12+\n\x02ip\x18\r \x01(\x0b\x32\x1f.tailor.common.v1.PersonalField\x12\x33\n\nuser_agent\x18\x0e \x01(\x0b\x32\x1f.tailor.common.v1.PersonalField\x12\x39\n\x10precise_location\x18\x0f \x01(\x0b\x32\x1f.tailor.common.v1.PersonalField\x12\x12\n\nsession_id\x18\x10 \x01(\t\x12\x0f\n\x07library\x18\x11 \x01(\t\x12\x32\n\tdevice_id\x18\x12 \x01(\x0b\x32\x1f.tailor.common.v1.PersonalField\x1a/\n\rCampaignEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe3\x02\n\nComparison\x12\x1a\n\x16\x43OMPARISON_UNSPECIFIED\x10\x00\x12\x11\n\rCOMPARISON_EQ\x10\x01\x12\x11\n\rCOMPARISON_NE\x10\x02\x12\x11\n\rCOMPARISON_GT\x10\x03\x12\x11\n\rCOMPARISON_GE\x10\x04\x12\x11\n\rCOMPARISON_LT\x10\x05\x12\x11\n\rCOMPARISON_LE\x10\x06\x12\x11\n\rCOMPARISON_IN\x10\x07\x12\x15\n\x11\x43OMPARISON_NOT_IN\x10\x08\x12\x17\n\x13\x43OMPARISON_CONTAINS\x10\t\x12\x1a\n\x16\x43OMPARISON_STARTS_WITH\x10\n\x12\x15\n\x11\x43OMPARISON_EXISTS\x10\x0b\x12\x19\n\x15\x43OMPARISON_NOT_EXISTS\x10\x0c\x12\x1a\n\x16\x43OMPARISON_WITHIN_LAST\x10\r\x12\x1a\n\x16\x43OMPARISON_BEFORE_LAST\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONTEXT_CAMPAIGNENTRY']._loaded_options = None
   _globals['_CONTEXT_CAMPAIGNENTRY']._serialized_options = b'8\001'
+  _globals['_COMPARISON']._serialized_start=1194
+  _globals['_COMPARISON']._serialized_end=1549
   _globals['_PAGEREQUEST']._serialized_start=84
   _globals['_PAGEREQUEST']._serialized_end=136
   _globals['_PAGEINFO']._serialized_start=138
@@ -42,12 +44,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MONEY']._serialized_end=236
   _globals['_ENCRYPTEDFIELD']._serialized_start=238
   _globals['_ENCRYPTEDFIELD']._serialized_end=320
-  _globals['_COARSELOCATION']._serialized_start=322
-  _globals['_COARSELOCATION']._serialized_end=385
-  _globals['_CONTEXT']._serialized_start=388
-  _globals['_CONTEXT']._serialized_end=943
-  _globals['_CONTEXT_CAMPAIGNENTRY']._serialized_start=896
-  _globals['_CONTEXT_CAMPAIGNENTRY']._serialized_end=943
-  _globals['_TIMERANGE']._serialized_start=945
-  _globals['_TIMERANGE']._serialized_end=1040
+  _globals['_PERSONALFIELD']._serialized_start=322
+  _globals['_PERSONALFIELD']._serialized_end=422
+  _globals['_COARSELOCATION']._serialized_start=424
+  _globals['_COARSELOCATION']._serialized_end=487
+  _globals['_CONTEXT']._serialized_start=490
+  _globals['_CONTEXT']._serialized_end=1094
+  _globals['_CONTEXT_CAMPAIGNENTRY']._serialized_start=1047
+  _globals['_CONTEXT_CAMPAIGNENTRY']._serialized_end=1094
+  _globals['_TIMERANGE']._serialized_start=1096
+  _globals['_TIMERANGE']._serialized_end=1191
 # @@protoc_insertion_point(module_scope)

@@ -25,11 +25,49 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etailor/common/v1/options.proto\x12\x10tailor.common.v1\x1a google/protobuf/descriptor.proto:8\n\x0erequired_scope\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etailor/common/v1/options.proto\x12\x10tailor.common.v1\x1a google/protobuf/descriptor.proto*\xde\r\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x66\n\x12SCOPE_EVENTS_WRITE\x10\x01\x1aN\x92\xb5\x18\x0c\x65vents:write\x9a\xb5\x18:client apps (write-only API keys per source), the importer\x12_\n\x12SCOPE_INGEST_ADMIN\x10\x02\x1aG\x92\xb5\x18\x0cingest:admin\x9a\xb5\x18\x33platform operators and data stewards (staff tokens)\x12r\n\x12SCOPE_PROFILE_READ\x10\x03\x1aZ\x92\xb5\x18\x0cprofile:read\x9a\xb5\x18\x46services (segment, recommend), back-ends of client apps, support tools\x12O\n\x13SCOPE_PROFILE_ADMIN\x10\x04\x1a\x36\x92\xb5\x18\rprofile:admin\x9a\xb5\x18!platform operators (staff tokens)\x12\x62\n\x12SCOPE_SEGMENT_READ\x10\x05\x1aJ\x92\xb5\x18\x0csegment:read\x9a\xb5\x18\x36\x63\x61mpaign tools, the recommend service, marketing staff\x12Z\n\x13SCOPE_SEGMENT_WRITE\x10\x06\x1a\x41\x92\xb5\x18\rsegment:write\x9a\xb5\x18,marketing staff and operators (staff tokens)\x12\x64\n\x14SCOPE_RECOMMEND_READ\x10\x07\x1aJ\x92\xb5\x18\x0erecommend:read\x9a\xb5\x18\x34\x62\x61\x63k-ends of client apps (shops, apps, e-mail tools)\x12g\n\x15SCOPE_RECOMMEND_ADMIN\x10\x08\x1aL\x92\xb5\x18\x0frecommend:admin\x9a\xb5\x18\x35platform operators and data scientists (staff tokens)\x12m\n\x13SCOPE_CONSENT_CHECK\x10\t\x1aT\x92\xb5\x18\rconsent:check\x9a\xb5\x18?every service (service tokens), through the core consent client\x12j\n\x13SCOPE_CONSENT_WRITE\x10\n\x1aQ\x92\xb5\x18\rconsent:write\x9a\xb5\x18<compliance staff, consent banners and app settings back-ends\x12K\n\x12SCOPE_CONSENT_READ\x10\x0b\x1a\x33\x92\xb5\x18\x0c\x63onsent:read\x9a\xb5\x18\x1f\x63ompliance staff, support tools\x12S\n\x13SCOPE_CONSENT_ADMIN\x10\x0c\x1a:\x92\xb5\x18\rconsent:admin\x9a\xb5\x18%compliance officers (compliance role)\x12X\n\x12SCOPE_KEYS_ENCRYPT\x10\r\x1a@\x92\xb5\x18\x0ckeys:encrypt\x9a\xb5\x18,services that collect personal data (ingest)\x12k\n\x12SCOPE_KEYS_REQUEST\x10\x0e\x1aS\x92\xb5\x18\x0ckeys:request\x9a\xb5\x18?services registered for a purpose (profile, segment, recommend)\x12L\n\x10SCOPE_KEYS_ADMIN\x10\x0f\x1a\x36\x92\xb5\x18\nkeys:admin\x9a\xb5\x18$security operators (compliance role)\x12W\n\x10SCOPE_AUDIT_READ\x10\x10\x1a\x41\x92\xb5\x18\naudit:read\x9a\xb5\x18/compliance staff and auditors (compliance role)\x12P\n\x13SCOPE_PRIVACY_ADMIN\x10\x11\x1a\x37\x92\xb5\x18\rprivacy:admin\x9a\xb5\x18\"compliance staff (compliance role)\x12\x64\n\x14SCOPE_PRIVACY_REPORT\x10\x12\x1aJ\x92\xb5\x18\x0eprivacy:report\x9a\xb5\x18\x34\x65very service holding personal data (service tokens):8\n\x0erequired_scope\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\t:7\n\nscope_name\x12!.google.protobuf.EnumValueOptions\x18\xd2\x86\x03 \x01(\t::\n\rscope_holders\x12!.google.protobuf.EnumValueOptions\x18\xd3\x86\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.common.v1.options_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_EVENTS_WRITE"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_EVENTS_WRITE"]._serialized_options = b'\222\265\030\014events:write\232\265\030:client apps (write-only API keys per source), the importer'
+  _globals['_SCOPE'].values_by_name["SCOPE_INGEST_ADMIN"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_INGEST_ADMIN"]._serialized_options = b'\222\265\030\014ingest:admin\232\265\0303platform operators and data stewards (staff tokens)'
+  _globals['_SCOPE'].values_by_name["SCOPE_PROFILE_READ"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_PROFILE_READ"]._serialized_options = b'\222\265\030\014profile:read\232\265\030Fservices (segment, recommend), back-ends of client apps, support tools'
+  _globals['_SCOPE'].values_by_name["SCOPE_PROFILE_ADMIN"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_PROFILE_ADMIN"]._serialized_options = b'\222\265\030\rprofile:admin\232\265\030!platform operators (staff tokens)'
+  _globals['_SCOPE'].values_by_name["SCOPE_SEGMENT_READ"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_SEGMENT_READ"]._serialized_options = b'\222\265\030\014segment:read\232\265\0306campaign tools, the recommend service, marketing staff'
+  _globals['_SCOPE'].values_by_name["SCOPE_SEGMENT_WRITE"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_SEGMENT_WRITE"]._serialized_options = b'\222\265\030\rsegment:write\232\265\030,marketing staff and operators (staff tokens)'
+  _globals['_SCOPE'].values_by_name["SCOPE_RECOMMEND_READ"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_RECOMMEND_READ"]._serialized_options = b'\222\265\030\016recommend:read\232\265\0304back-ends of client apps (shops, apps, e-mail tools)'
+  _globals['_SCOPE'].values_by_name["SCOPE_RECOMMEND_ADMIN"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_RECOMMEND_ADMIN"]._serialized_options = b'\222\265\030\017recommend:admin\232\265\0305platform operators and data scientists (staff tokens)'
+  _globals['_SCOPE'].values_by_name["SCOPE_CONSENT_CHECK"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_CONSENT_CHECK"]._serialized_options = b'\222\265\030\rconsent:check\232\265\030?every service (service tokens), through the core consent client'
+  _globals['_SCOPE'].values_by_name["SCOPE_CONSENT_WRITE"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_CONSENT_WRITE"]._serialized_options = b'\222\265\030\rconsent:write\232\265\030<compliance staff, consent banners and app settings back-ends'
+  _globals['_SCOPE'].values_by_name["SCOPE_CONSENT_READ"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_CONSENT_READ"]._serialized_options = b'\222\265\030\014consent:read\232\265\030\037compliance staff, support tools'
+  _globals['_SCOPE'].values_by_name["SCOPE_CONSENT_ADMIN"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_CONSENT_ADMIN"]._serialized_options = b'\222\265\030\rconsent:admin\232\265\030%compliance officers (compliance role)'
+  _globals['_SCOPE'].values_by_name["SCOPE_KEYS_ENCRYPT"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_KEYS_ENCRYPT"]._serialized_options = b'\222\265\030\014keys:encrypt\232\265\030,services that collect personal data (ingest)'
+  _globals['_SCOPE'].values_by_name["SCOPE_KEYS_REQUEST"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_KEYS_REQUEST"]._serialized_options = b'\222\265\030\014keys:request\232\265\030?services registered for a purpose (profile, segment, recommend)'
+  _globals['_SCOPE'].values_by_name["SCOPE_KEYS_ADMIN"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_KEYS_ADMIN"]._serialized_options = b'\222\265\030\nkeys:admin\232\265\030$security operators (compliance role)'
+  _globals['_SCOPE'].values_by_name["SCOPE_AUDIT_READ"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_AUDIT_READ"]._serialized_options = b'\222\265\030\naudit:read\232\265\030/compliance staff and auditors (compliance role)'
+  _globals['_SCOPE'].values_by_name["SCOPE_PRIVACY_ADMIN"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_PRIVACY_ADMIN"]._serialized_options = b'\222\265\030\rprivacy:admin\232\265\030\"compliance staff (compliance role)'
+  _globals['_SCOPE'].values_by_name["SCOPE_PRIVACY_REPORT"]._loaded_options = None
+  _globals['_SCOPE'].values_by_name["SCOPE_PRIVACY_REPORT"]._serialized_options = b'\222\265\030\016privacy:report\232\265\0304every service holding personal data (service tokens)'
+  _globals['_SCOPE']._serialized_start=87
+  _globals['_SCOPE']._serialized_end=1845
 # @@protoc_insertion_point(module_scope)

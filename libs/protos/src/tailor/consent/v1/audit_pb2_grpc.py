@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class AuditServiceStub:
-    """Audit queries and verification.
+    """Audit queries and chain verification, for compliance staff and auditors.
     """
 
     def __init__(self, channel):
@@ -48,7 +48,7 @@ class AuditServiceStub:
 
 
 class AuditServiceServicer:
-    """Audit queries and verification.
+    """Audit queries and chain verification, for compliance staff and auditors.
     """
 
     def QueryAudit(self, request, context):
@@ -60,7 +60,8 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyAuditChain(self, request, context):
-        """Recompute the hash chain over a range and report the first break.
+        """Recompute the hash chain over a range and report the first break. A broken chain is
+        the answer (intact = false), not an error: no errors of its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -88,7 +89,7 @@ def add_AuditServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
-    """Audit queries and verification.
+    """Audit queries and chain verification, for compliance staff and auditors.
     """
 
     @staticmethod

@@ -148,7 +148,7 @@ class ConsentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPurposes(self, request, context):
-        """List the purpose registry.
+        """The purpose registry, built-in purposes first, then by name. No errors of its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&tailor/events/v1/platform_events.proto\x12\x10tailor.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\nFieldError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"s\n\rEventRejected\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12,\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x1c.tailor.events.v1.FieldError\"e\n\x0eProfileChanged\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63hanged_traits\x18\x02 \x03(\t\x12\x16\n\x0e\x63\x61use_event_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\"r\n\x0eProfilesMerged\x12\x1c\n\x14surviving_profile_id\x18\x01 \x01(\t\x12\x1a\n\x12merged_profile_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61use_event_id\x18\x04 \x01(\t\"\xac\x01\n\x18SegmentMembershipChanged\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x17\n\x0fsegment_version\x18\x02 \x01(\x03\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x0f\n\x07\x65ntered\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12.\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x01\n\x17\x43onsentDecisionRecorded\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0f\n\x07granted\x18\x04 \x01(\x08\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndecided_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tinherited\x18\x07 \x01(\x08\"\x84\x01\n\x14PrivacyTaskRequested\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x32\n\x04kind\x18\x02 \x01(\x0e\x32$.tailor.events.v1.PrivacyRequestKind\x12\x13\n\x0bsubject_ids\x18\x03 \x03(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"\x83\x02\n\x13PrivacyStepReported\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".tailor.events.v1.PrivacyStepState\x12\x13\n\x0b\x65xport_part\x18\x04 \x01(\x0c\x12\x41\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x31.tailor.events.v1.PrivacyStepReported.CountsEntry\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01*{\n\x12PrivacyRequestKind\x12$\n PRIVACY_REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPRIVACY_REQUEST_KIND_EXPORT\x10\x01\x12\x1e\n\x1aPRIVACY_REQUEST_KIND_ERASE\x10\x02*\x97\x01\n\x10PrivacyStepState\x12\"\n\x1ePRIVACY_STEP_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIVACY_STEP_STATE_STARTED\x10\x01\x12 \n\x1cPRIVACY_STEP_STATE_COMPLETED\x10\x02\x12\x1d\n\x19PRIVACY_STEP_STATE_FAILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&tailor/events/v1/platform_events.proto\x12\x10tailor.events.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x0eProfileChanged\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63hanged_traits\x18\x02 \x03(\t\x12\x16\n\x0e\x63\x61use_event_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12.\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x08\x12\x34\n\x13non_personal_values\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa1\x01\n\x0eProfilesMerged\x12\x1c\n\x14surviving_profile_id\x18\x01 \x01(\t\x12\x1a\n\x12merged_profile_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61use_event_id\x18\x04 \x01(\t\x12-\n\tmerged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe1\x01\n\x0eSegmentEntered\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x17\n\x0fsegment_version\x18\x02 \x01(\x03\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x38\n\x06reason\x18\x04 \x01(\x0e\x32(.tailor.events.v1.MembershipChangeReason\x12\x13\n\x0b\x65xplanation\x18\x05 \x01(\t\x12.\n\nentered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07purpose\x18\x07 \x01(\t\"\x8f\x02\n\rSegmentExited\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x17\n\x0fsegment_version\x18\x02 \x01(\x03\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x38\n\x06reason\x18\x04 \x01(\x0e\x32(.tailor.events.v1.MembershipChangeReason\x12\x13\n\x0b\x65xplanation\x18\x05 \x01(\t\x12-\n\texited_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nentered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07purpose\x18\x08 \x01(\t\"\xd7\x01\n\x17\x43onsentDecisionRecorded\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0f\n\x07granted\x18\x04 \x01(\x08\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndecided_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tinherited\x18\x07 \x01(\x08\"\x84\x01\n\x14PrivacyTaskRequested\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x32\n\x04kind\x18\x02 \x01(\x0e\x32$.tailor.events.v1.PrivacyRequestKind\x12\x13\n\x0bsubject_ids\x18\x03 \x03(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"\x94\x02\n\x13PrivacyStepReported\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".tailor.events.v1.PrivacyStepState\x12\x13\n\x0b\x65xport_part\x18\x04 \x01(\x0c\x12\x41\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x31.tailor.events.v1.PrivacyStepReported.CountsEntry\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xb5\x02\n\x0c\x44\x65\x61\x64Lettered\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12\x17\n\x0foriginal_stream\x18\x03 \x01(\t\x12\x18\n\x10original_subject\x18\x04 \x01(\t\x12\x19\n\x11original_sequence\x18\x05 \x01(\x04\x12\x19\n\x11original_event_id\x18\x06 \x01(\t\x12\x12\n\nerror_type\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\ndeliveries\x18\t \x01(\x05\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\roriginal_data\x18\x0b \x01(\x0c\x12\x15\n\rsubject_token\x18\x0c \x01(\t*\xba\x03\n\x16MembershipChangeReason\x12(\n$MEMBERSHIP_CHANGE_REASON_UNSPECIFIED\x10\x00\x12)\n%MEMBERSHIP_CHANGE_REASON_RULE_MATCHED\x10\x01\x12\x33\n/MEMBERSHIP_CHANGE_REASON_RULE_NO_LONGER_MATCHES\x10\x02\x12+\n\'MEMBERSHIP_CHANGE_REASON_WINDOW_EXPIRED\x10\x03\x12,\n(MEMBERSHIP_CHANGE_REASON_CONSENT_GRANTED\x10\x04\x12.\n*MEMBERSHIP_CHANGE_REASON_CONSENT_WITHDRAWN\x10\x05\x12/\n+MEMBERSHIP_CHANGE_REASON_DEFINITION_CHANGED\x10\x06\x12,\n(MEMBERSHIP_CHANGE_REASON_SEGMENT_DELETED\x10\x07\x12,\n(MEMBERSHIP_CHANGE_REASON_PROFILES_MERGED\x10\x08*{\n\x12PrivacyRequestKind\x12$\n PRIVACY_REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPRIVACY_REQUEST_KIND_EXPORT\x10\x01\x12\x1e\n\x1aPRIVACY_REQUEST_KIND_ERASE\x10\x02*\x97\x01\n\x10PrivacyStepState\x12\"\n\x1ePRIVACY_STEP_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIVACY_STEP_STATE_STARTED\x10\x01\x12 \n\x1cPRIVACY_STEP_STATE_COMPLETED\x10\x02\x12\x1d\n\x19PRIVACY_STEP_STATE_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +35,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRIVACYSTEPREPORTED_COUNTSENTRY']._loaded_options = None
   _globals['_PRIVACYSTEPREPORTED_COUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_PRIVACYREQUESTKIND']._serialized_start=1285
-  _globals['_PRIVACYREQUESTKIND']._serialized_end=1408
-  _globals['_PRIVACYSTEPSTATE']._serialized_start=1411
-  _globals['_PRIVACYSTEPSTATE']._serialized_end=1562
-  _globals['_FIELDERROR']._serialized_start=93
-  _globals['_FIELDERROR']._serialized_end=157
-  _globals['_EVENTREJECTED']._serialized_start=159
-  _globals['_EVENTREJECTED']._serialized_end=274
-  _globals['_PROFILECHANGED']._serialized_start=276
-  _globals['_PROFILECHANGED']._serialized_end=377
-  _globals['_PROFILESMERGED']._serialized_start=379
-  _globals['_PROFILESMERGED']._serialized_end=493
-  _globals['_SEGMENTMEMBERSHIPCHANGED']._serialized_start=496
-  _globals['_SEGMENTMEMBERSHIPCHANGED']._serialized_end=668
-  _globals['_CONSENTDECISIONRECORDED']._serialized_start=671
-  _globals['_CONSENTDECISIONRECORDED']._serialized_end=886
-  _globals['_PRIVACYTASKREQUESTED']._serialized_start=889
-  _globals['_PRIVACYTASKREQUESTED']._serialized_end=1021
-  _globals['_PRIVACYSTEPREPORTED']._serialized_start=1024
-  _globals['_PRIVACYSTEPREPORTED']._serialized_end=1283
-  _globals['_PRIVACYSTEPREPORTED_COUNTSENTRY']._serialized_start=1238
-  _globals['_PRIVACYSTEPREPORTED_COUNTSENTRY']._serialized_end=1283
+  _globals['_MEMBERSHIPCHANGEREASON']._serialized_start=1957
+  _globals['_MEMBERSHIPCHANGEREASON']._serialized_end=2399
+  _globals['_PRIVACYREQUESTKIND']._serialized_start=2401
+  _globals['_PRIVACYREQUESTKIND']._serialized_end=2524
+  _globals['_PRIVACYSTEPSTATE']._serialized_start=2527
+  _globals['_PRIVACYSTEPSTATE']._serialized_end=2678
+  _globals['_PROFILECHANGED']._serialized_start=124
+  _globals['_PROFILECHANGED']._serialized_end=344
+  _globals['_PROFILESMERGED']._serialized_start=347
+  _globals['_PROFILESMERGED']._serialized_end=508
+  _globals['_SEGMENTENTERED']._serialized_start=511
+  _globals['_SEGMENTENTERED']._serialized_end=736
+  _globals['_SEGMENTEXITED']._serialized_start=739
+  _globals['_SEGMENTEXITED']._serialized_end=1010
+  _globals['_CONSENTDECISIONRECORDED']._serialized_start=1013
+  _globals['_CONSENTDECISIONRECORDED']._serialized_end=1228
+  _globals['_PRIVACYTASKREQUESTED']._serialized_start=1231
+  _globals['_PRIVACYTASKREQUESTED']._serialized_end=1363
+  _globals['_PRIVACYSTEPREPORTED']._serialized_start=1366
+  _globals['_PRIVACYSTEPREPORTED']._serialized_end=1642
+  _globals['_PRIVACYSTEPREPORTED_COUNTSENTRY']._serialized_start=1597
+  _globals['_PRIVACYSTEPREPORTED_COUNTSENTRY']._serialized_end=1642
+  _globals['_DEADLETTERED']._serialized_start=1645
+  _globals['_DEADLETTERED']._serialized_end=1954
 # @@protoc_insertion_point(module_scope)

@@ -22,75 +22,122 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tailor.common.v1 import common_pb2 as tailor_dot_common_dot_v1_dot_common__pb2
 from tailor.common.v1 import options_pb2 as tailor_dot_common_dot_v1_dot_options__pb2
-from tailor.events.v1 import platform_events_pb2 as tailor_dot_events_dot_v1_dot_platform__events__pb2
+from tailor.events.v1 import events_pb2 as tailor_dot_events_dot_v1_dot_events__pb2
+from tailor.ingest.v1 import ingest_pb2 as tailor_dot_ingest_dot_v1_dot_ingest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctailor/ingest/v1/admin.proto\x12\x10tailor.ingest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtailor/common/v1/common.proto\x1a\x1etailor/common/v1/options.proto\x1a&tailor/events/v1/platform_events.proto\"f\n\x13\x43reateApiKeyRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12\x1d\n\x15rate_limit_per_second\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\"\xc9\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x1d\n\x15rate_limit_per_second\x18\x04 \x01(\x05\x12\r\n\x05label\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x14\x43reateApiKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tailor.ingest.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"=\n\x14RevokeApiKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tailor.ingest.v1.ApiKey\"\'\n\x12ListApiKeysRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\"=\n\x13ListApiKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.tailor.ingest.v1.ApiKey\"\xcc\x01\n\x0cPropertyRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x04type\x18\x02 \x01(\x0e\x32\x1e.tailor.ingest.v1.PropertyType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x16\n\x0e\x61llowed_values\x18\x04 \x03(\t\x12\x14\n\x07minimum\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\nmax_length\x18\x07 \x01(\x05\x42\n\n\x08_minimumB\n\n\x08_maximum\"r\n\tEventRule\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x32\n\nproperties\x18\x02 \x03(\x0b\x32\x1e.tailor.ingest.v1.PropertyRule\x12\"\n\x1a\x61llow_unplanned_properties\x18\x03 \x01(\x08\"\xaf\x01\n\x0cTrackingPlan\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1b.tailor.ingest.v1.EventRule\x12\x1e\n\x16\x61llow_unplanned_events\x18\x04 \x01(\x08\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x16PutTrackingPlanRequest\x12,\n\x04plan\x18\x01 \x01(\x0b\x32\x1e.tailor.ingest.v1.TrackingPlan\"+\n\x16GetTrackingPlanRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\"t\n\rRejectedEvent\x12\x32\n\trejection\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.EventRejected\x12/\n\x0brejected_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x19ListRejectedEventsRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12*\n\x05range\x18\x03 \x01(\x0b\x32\x1b.tailor.common.v1.TimeRange\x12+\n\x04page\x18\x04 \x01(\x0b\x32\x1d.tailor.common.v1.PageRequest\"w\n\x1aListRejectedEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.tailor.ingest.v1.RejectedEvent\x12(\n\x04page\x18\x02 \x01(\x0b\x32\x1a.tailor.common.v1.PageInfo\"X\n\x17GetQualityReportRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12*\n\x05range\x18\x02 \x01(\x0b\x32\x1b.tailor.common.v1.TimeRange\"<\n\nQualityRow\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\xbd\x01\n\x18GetQualityReportResponse\x12*\n\x04rows\x18\x01 \x03(\x0b\x32\x1c.tailor.ingest.v1.QualityRow\x12\x46\n\x06totals\x18\x02 \x03(\x0b\x32\x36.tailor.ingest.v1.GetQualityReportResponse.TotalsEntry\x1a-\n\x0bTotalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01*\xe7\x01\n\x0cPropertyType\x12\x1d\n\x19PROPERTY_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14PROPERTY_TYPE_STRING\x10\x01\x12\x18\n\x14PROPERTY_TYPE_NUMBER\x10\x02\x12\x19\n\x15PROPERTY_TYPE_INTEGER\x10\x03\x12\x19\n\x15PROPERTY_TYPE_BOOLEAN\x10\x04\x12\x1b\n\x17PROPERTY_TYPE_TIMESTAMP\x10\x05\x12\x17\n\x13PROPERTY_TYPE_ARRAY\x10\x06\x12\x18\n\x14PROPERTY_TYPE_OBJECT\x10\x07\x32\xc3\x06\n\x12IngestAdminService\x12o\n\x0c\x43reateApiKey\x12%.tailor.ingest.v1.CreateApiKeyRequest\x1a&.tailor.ingest.v1.CreateApiKeyResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12o\n\x0cRevokeApiKey\x12%.tailor.ingest.v1.RevokeApiKeyRequest\x1a&.tailor.ingest.v1.RevokeApiKeyResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12l\n\x0bListApiKeys\x12$.tailor.ingest.v1.ListApiKeysRequest\x1a%.tailor.ingest.v1.ListApiKeysResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12m\n\x0fPutTrackingPlan\x12(.tailor.ingest.v1.PutTrackingPlanRequest\x1a\x1e.tailor.ingest.v1.TrackingPlan\"\x10\x8a\xb5\x18\x0cingest:admin\x12m\n\x0fGetTrackingPlan\x12(.tailor.ingest.v1.GetTrackingPlanRequest\x1a\x1e.tailor.ingest.v1.TrackingPlan\"\x10\x8a\xb5\x18\x0cingest:admin\x12\x81\x01\n\x12ListRejectedEvents\x12+.tailor.ingest.v1.ListRejectedEventsRequest\x1a,.tailor.ingest.v1.ListRejectedEventsResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12{\n\x10GetQualityReport\x12).tailor.ingest.v1.GetQualityReportRequest\x1a*.tailor.ingest.v1.GetQualityReportResponse\"\x10\x8a\xb5\x18\x0cingest:adminb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctailor/ingest/v1/admin.proto\x12\x10tailor.ingest.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtailor/common/v1/common.proto\x1a\x1etailor/common/v1/options.proto\x1a\x1dtailor/events/v1/events.proto\x1a\x1dtailor/ingest/v1/ingest.proto\"\xce\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x1d\n\x15rate_limit_per_second\x18\x04 \x01(\x05\x12\r\n\x05label\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x62urst\x18\x08 \x01(\x05\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0b \x01(\t\"\xa5\x01\n\x13\x43reateApiKeyRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12\x1d\n\x15rate_limit_per_second\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\x12\r\n\x05\x62urst\x18\x05 \x01(\x05\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x14\x43reateApiKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tailor.ingest.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\"\n\x10GetApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\":\n\x11GetApiKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tailor.ingest.v1.ApiKey\"m\n\x12ListApiKeysRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\x12+\n\x04page\x18\x03 \x01(\x0b\x32\x1d.tailor.common.v1.PageRequest\"g\n\x13ListApiKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.tailor.ingest.v1.ApiKey\x12(\n\x04page\x18\x02 \x01(\x0b\x32\x1a.tailor.common.v1.PageInfo\"m\n\x13UpdateApiKeyRequest\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tailor.ingest.v1.ApiKey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x14UpdateApiKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tailor.ingest.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"=\n\x14RevokeApiKeyResponse\x12%\n\x03key\x18\x01 \x01(\x0b\x32\x18.tailor.ingest.v1.ApiKey\"\x84\x02\n\x0cPropertyRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x04type\x18\x02 \x01(\x0e\x32\x1e.tailor.ingest.v1.PropertyType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x16\n\x0e\x61llowed_values\x18\x04 \x03(\t\x12\x14\n\x07minimum\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\nmax_length\x18\x07 \x01(\x05\x12\x10\n\x08personal\x18\x08 \x01(\x08\x12\x0f\n\x07pattern\x18\t \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\tB\n\n\x08_minimumB\n\n\x08_maximum\"\xc0\x01\n\tEventRule\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x32\n\nproperties\x18\x02 \x03(\x0b\x32\x1e.tailor.ingest.v1.PropertyRule\x12?\n\x14unplanned_properties\x18\x03 \x01(\x0e\x32!.tailor.ingest.v1.UnplannedPolicy\x12\x1a\n\x12\x63ollection_purpose\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\x86\x02\n\x0fQualitySettings\x12\x31\n\x0emax_clock_skew\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rmax_event_age\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x07min_age\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x14\n\x07max_age\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x16\n\x0emax_properties\x18\x05 \x01(\x05\x12\x19\n\x11max_string_length\x18\x06 \x01(\x05\x12\x17\n\x0fmax_event_bytes\x18\x07 \x01(\x05\x42\n\n\x08_min_ageB\n\n\x08_max_age\"\xcd\x02\n\x0cTrackingPlan\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1b.tailor.ingest.v1.EventRule\x12;\n\x10unplanned_events\x18\x04 \x01(\x0e\x32!.tailor.ingest.v1.UnplannedPolicy\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x06 \x01(\t\x12\"\n\x1a\x64\x65\x66\x61ult_collection_purpose\x18\x07 \x01(\t\x12\x32\n\x07quality\x18\x08 \x01(\x0b\x32!.tailor.ingest.v1.QualitySettings\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\"`\n\x16PutTrackingPlanRequest\x12,\n\x04plan\x18\x01 \x01(\x0b\x32\x1e.tailor.ingest.v1.TrackingPlan\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\"G\n\x17PutTrackingPlanResponse\x12,\n\x04plan\x18\x01 \x01(\x0b\x32\x1e.tailor.ingest.v1.TrackingPlan\"<\n\x16GetTrackingPlanRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"G\n\x17GetTrackingPlanResponse\x12,\n\x04plan\x18\x01 \x01(\x0b\x32\x1e.tailor.ingest.v1.TrackingPlan\"G\n\x18ListTrackingPlansRequest\x12+\n\x04page\x18\x01 \x01(\x0b\x32\x1d.tailor.common.v1.PageRequest\"t\n\x19ListTrackingPlansResponse\x12-\n\x05plans\x18\x01 \x03(\x0b\x32\x1e.tailor.ingest.v1.TrackingPlan\x12(\n\x04page\x18\x02 \x01(\x0b\x32\x1a.tailor.common.v1.PageInfo\".\n\x19\x44\x65leteTrackingPlanRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\"5\n\x1a\x44\x65leteTrackingPlanResponse\x12\x17\n\x0f\x64\x65leted_version\x18\x01 \x01(\x03\"\x92\x01\n\x15ValidateEventsRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x35\n\rproposed_plan\x18\x02 \x01(\x0b\x32\x1e.tailor.ingest.v1.TrackingPlan\x12/\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"^\n\x16ValidateEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.tailor.ingest.v1.EventResult\x12\x14\n\x0cplan_version\x18\x02 \x01(\x03\"\x8a\x01\n\rRejectedEvent\x12\x14\n\x0crejection_id\x18\x01 \x01(\t\x12\x32\n\trejection\x18\x02 \x01(\x0b\x32\x1f.tailor.events.v1.EventRejected\x12/\n\x0brejected_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xca\x01\n\x19ListRejectedEventsRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x32\n\x06reason\x18\x02 \x01(\x0e\x32\".tailor.events.v1.ValidationReason\x12*\n\x05range\x18\x03 \x01(\x0b\x32\x1b.tailor.common.v1.TimeRange\x12+\n\x04page\x18\x04 \x01(\x0b\x32\x1d.tailor.common.v1.PageRequest\x12\r\n\x05\x65vent\x18\x05 \x01(\t\"w\n\x1aListRejectedEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.tailor.ingest.v1.RejectedEvent\x12(\n\x04page\x18\x02 \x01(\x0b\x32\x1a.tailor.common.v1.PageInfo\"/\n\x17GetRejectedEventRequest\x12\x14\n\x0crejection_id\x18\x01 \x01(\t\"J\n\x18GetRejectedEventResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.ingest.v1.RejectedEvent\"\x84\x01\n\x18GetQualityMetricsRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12*\n\x05range\x18\x02 \x01(\x0b\x32\x1b.tailor.common.v1.TimeRange\x12)\n\x06\x62ucket\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\x0bReasonCount\x12\x32\n\x06reason\x18\x01 \x01(\x0e\x32\".tailor.events.v1.ValidationReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"g\n\x10SuppressionCount\x12\x33\n\x06reason\x18\x01 \x01(\x0e\x32#.tailor.ingest.v1.SuppressionReason\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\xf2\x02\n\rSourceQuality\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x30\n\x0c\x62ucket_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x03\x12\x1e\n\x16\x61\x63\x63\x65pted_with_warnings\x18\x04 \x01(\x03\x12\x12\n\nduplicates\x18\x05 \x01(\x03\x12\x10\n\x08rejected\x18\x06 \x01(\x03\x12\x12\n\nsuppressed\x18\x07 \x01(\x03\x12;\n\x14rejections_by_reason\x18\x08 \x03(\x0b\x32\x1d.tailor.ingest.v1.ReasonCount\x12\x39\n\x12warnings_by_reason\x18\t \x03(\x0b\x32\x1d.tailor.ingest.v1.ReasonCount\x12\x38\n\x0csuppressions\x18\n \x03(\x0b\x32\".tailor.ingest.v1.SuppressionCount\"M\n\x19GetQualityMetricsResponse\x12\x30\n\x07sources\x18\x01 \x03(\x0b\x32\x1f.tailor.ingest.v1.SourceQuality*\x9a\x02\n\x0cPropertyType\x12\x1d\n\x19PROPERTY_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14PROPERTY_TYPE_STRING\x10\x01\x12\x18\n\x14PROPERTY_TYPE_NUMBER\x10\x02\x12\x19\n\x15PROPERTY_TYPE_INTEGER\x10\x03\x12\x19\n\x15PROPERTY_TYPE_BOOLEAN\x10\x04\x12\x1b\n\x17PROPERTY_TYPE_TIMESTAMP\x10\x05\x12\x17\n\x13PROPERTY_TYPE_ARRAY\x10\x06\x12\x18\n\x14PROPERTY_TYPE_OBJECT\x10\x07\x12\x19\n\x15PROPERTY_TYPE_DECIMAL\x10\x08\x12\x16\n\x12PROPERTY_TYPE_DATE\x10\t*\x90\x01\n\x0fUnplannedPolicy\x12 \n\x1cUNPLANNED_POLICY_UNSPECIFIED\x10\x00\x12#\n\x1fUNPLANNED_POLICY_ACCEPT_FLAGGED\x10\x01\x12\x1b\n\x17UNPLANNED_POLICY_REJECT\x10\x02\x12\x19\n\x15UNPLANNED_POLICY_DROP\x10\x03\x32\xad\x0c\n\x12IngestAdminService\x12o\n\x0c\x43reateApiKey\x12%.tailor.ingest.v1.CreateApiKeyRequest\x1a&.tailor.ingest.v1.CreateApiKeyResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12\x66\n\tGetApiKey\x12\".tailor.ingest.v1.GetApiKeyRequest\x1a#.tailor.ingest.v1.GetApiKeyResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12l\n\x0bListApiKeys\x12$.tailor.ingest.v1.ListApiKeysRequest\x1a%.tailor.ingest.v1.ListApiKeysResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12o\n\x0cUpdateApiKey\x12%.tailor.ingest.v1.UpdateApiKeyRequest\x1a&.tailor.ingest.v1.UpdateApiKeyResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12o\n\x0cRevokeApiKey\x12%.tailor.ingest.v1.RevokeApiKeyRequest\x1a&.tailor.ingest.v1.RevokeApiKeyResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12x\n\x0fPutTrackingPlan\x12(.tailor.ingest.v1.PutTrackingPlanRequest\x1a).tailor.ingest.v1.PutTrackingPlanResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12x\n\x0fGetTrackingPlan\x12(.tailor.ingest.v1.GetTrackingPlanRequest\x1a).tailor.ingest.v1.GetTrackingPlanResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12~\n\x11ListTrackingPlans\x12*.tailor.ingest.v1.ListTrackingPlansRequest\x1a+.tailor.ingest.v1.ListTrackingPlansResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12\x81\x01\n\x12\x44\x65leteTrackingPlan\x12+.tailor.ingest.v1.DeleteTrackingPlanRequest\x1a,.tailor.ingest.v1.DeleteTrackingPlanResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12u\n\x0eValidateEvents\x12\'.tailor.ingest.v1.ValidateEventsRequest\x1a(.tailor.ingest.v1.ValidateEventsResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12\x81\x01\n\x12ListRejectedEvents\x12+.tailor.ingest.v1.ListRejectedEventsRequest\x1a,.tailor.ingest.v1.ListRejectedEventsResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12{\n\x10GetRejectedEvent\x12).tailor.ingest.v1.GetRejectedEventRequest\x1a*.tailor.ingest.v1.GetRejectedEventResponse\"\x10\x8a\xb5\x18\x0cingest:admin\x12~\n\x11GetQualityMetrics\x12*.tailor.ingest.v1.GetQualityMetricsRequest\x1a+.tailor.ingest.v1.GetQualityMetricsResponse\"\x10\x8a\xb5\x18\x0cingest:adminb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.ingest.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETQUALITYREPORTRESPONSE_TOTALSENTRY']._loaded_options = None
-  _globals['_GETQUALITYREPORTRESPONSE_TOTALSENTRY']._serialized_options = b'8\001'
   _globals['_INGESTADMINSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
   _globals['_INGESTADMINSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\212\265\030\014ingest:admin'
-  _globals['_INGESTADMINSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
-  _globals['_INGESTADMINSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\212\265\030\014ingest:admin'
+  _globals['_INGESTADMINSERVICE'].methods_by_name['GetApiKey']._loaded_options = None
+  _globals['_INGESTADMINSERVICE'].methods_by_name['GetApiKey']._serialized_options = b'\212\265\030\014ingest:admin'
   _globals['_INGESTADMINSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
   _globals['_INGESTADMINSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\212\265\030\014ingest:admin'
+  _globals['_INGESTADMINSERVICE'].methods_by_name['UpdateApiKey']._loaded_options = None
+  _globals['_INGESTADMINSERVICE'].methods_by_name['UpdateApiKey']._serialized_options = b'\212\265\030\014ingest:admin'
+  _globals['_INGESTADMINSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
+  _globals['_INGESTADMINSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\212\265\030\014ingest:admin'
   _globals['_INGESTADMINSERVICE'].methods_by_name['PutTrackingPlan']._loaded_options = None
   _globals['_INGESTADMINSERVICE'].methods_by_name['PutTrackingPlan']._serialized_options = b'\212\265\030\014ingest:admin'
   _globals['_INGESTADMINSERVICE'].methods_by_name['GetTrackingPlan']._loaded_options = None
   _globals['_INGESTADMINSERVICE'].methods_by_name['GetTrackingPlan']._serialized_options = b'\212\265\030\014ingest:admin'
+  _globals['_INGESTADMINSERVICE'].methods_by_name['ListTrackingPlans']._loaded_options = None
+  _globals['_INGESTADMINSERVICE'].methods_by_name['ListTrackingPlans']._serialized_options = b'\212\265\030\014ingest:admin'
+  _globals['_INGESTADMINSERVICE'].methods_by_name['DeleteTrackingPlan']._loaded_options = None
+  _globals['_INGESTADMINSERVICE'].methods_by_name['DeleteTrackingPlan']._serialized_options = b'\212\265\030\014ingest:admin'
+  _globals['_INGESTADMINSERVICE'].methods_by_name['ValidateEvents']._loaded_options = None
+  _globals['_INGESTADMINSERVICE'].methods_by_name['ValidateEvents']._serialized_options = b'\212\265\030\014ingest:admin'
   _globals['_INGESTADMINSERVICE'].methods_by_name['ListRejectedEvents']._loaded_options = None
   _globals['_INGESTADMINSERVICE'].methods_by_name['ListRejectedEvents']._serialized_options = b'\212\265\030\014ingest:admin'
-  _globals['_INGESTADMINSERVICE'].methods_by_name['GetQualityReport']._loaded_options = None
-  _globals['_INGESTADMINSERVICE'].methods_by_name['GetQualityReport']._serialized_options = b'\212\265\030\014ingest:admin'
-  _globals['_PROPERTYTYPE']._serialized_start=2135
-  _globals['_PROPERTYTYPE']._serialized_end=2366
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=186
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=288
-  _globals['_APIKEY']._serialized_start=291
-  _globals['_APIKEY']._serialized_end=492
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=494
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=571
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=573
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=610
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=612
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=673
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=675
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=714
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=716
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=777
-  _globals['_PROPERTYRULE']._serialized_start=780
-  _globals['_PROPERTYRULE']._serialized_end=984
-  _globals['_EVENTRULE']._serialized_start=986
-  _globals['_EVENTRULE']._serialized_end=1100
-  _globals['_TRACKINGPLAN']._serialized_start=1103
-  _globals['_TRACKINGPLAN']._serialized_end=1278
-  _globals['_PUTTRACKINGPLANREQUEST']._serialized_start=1280
-  _globals['_PUTTRACKINGPLANREQUEST']._serialized_end=1350
-  _globals['_GETTRACKINGPLANREQUEST']._serialized_start=1352
-  _globals['_GETTRACKINGPLANREQUEST']._serialized_end=1395
-  _globals['_REJECTEDEVENT']._serialized_start=1397
-  _globals['_REJECTEDEVENT']._serialized_end=1513
-  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_start=1516
-  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_end=1667
-  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_start=1669
-  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_end=1788
-  _globals['_GETQUALITYREPORTREQUEST']._serialized_start=1790
-  _globals['_GETQUALITYREPORTREQUEST']._serialized_end=1878
-  _globals['_QUALITYROW']._serialized_start=1880
-  _globals['_QUALITYROW']._serialized_end=1940
-  _globals['_GETQUALITYREPORTRESPONSE']._serialized_start=1943
-  _globals['_GETQUALITYREPORTRESPONSE']._serialized_end=2132
-  _globals['_GETQUALITYREPORTRESPONSE_TOTALSENTRY']._serialized_start=2087
-  _globals['_GETQUALITYREPORTRESPONSE_TOTALSENTRY']._serialized_end=2132
-  _globals['_INGESTADMINSERVICE']._serialized_start=2369
-  _globals['_INGESTADMINSERVICE']._serialized_end=3204
+  _globals['_INGESTADMINSERVICE'].methods_by_name['GetRejectedEvent']._loaded_options = None
+  _globals['_INGESTADMINSERVICE'].methods_by_name['GetRejectedEvent']._serialized_options = b'\212\265\030\014ingest:admin'
+  _globals['_INGESTADMINSERVICE'].methods_by_name['GetQualityMetrics']._loaded_options = None
+  _globals['_INGESTADMINSERVICE'].methods_by_name['GetQualityMetrics']._serialized_options = b'\212\265\030\014ingest:admin'
+  _globals['_PROPERTYTYPE']._serialized_start=4717
+  _globals['_PROPERTYTYPE']._serialized_end=4999
+  _globals['_UNPLANNEDPOLICY']._serialized_start=5002
+  _globals['_UNPLANNEDPOLICY']._serialized_end=5146
+  _globals['_APIKEY']._serialized_start=275
+  _globals['_APIKEY']._serialized_end=609
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=612
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=777
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=779
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=856
+  _globals['_GETAPIKEYREQUEST']._serialized_start=858
+  _globals['_GETAPIKEYREQUEST']._serialized_end=892
+  _globals['_GETAPIKEYRESPONSE']._serialized_start=894
+  _globals['_GETAPIKEYRESPONSE']._serialized_end=952
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=954
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1063
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1065
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1168
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_start=1170
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_end=1279
+  _globals['_UPDATEAPIKEYRESPONSE']._serialized_start=1281
+  _globals['_UPDATEAPIKEYRESPONSE']._serialized_end=1342
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1344
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1381
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1383
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1444
+  _globals['_PROPERTYRULE']._serialized_start=1447
+  _globals['_PROPERTYRULE']._serialized_end=1707
+  _globals['_EVENTRULE']._serialized_start=1710
+  _globals['_EVENTRULE']._serialized_end=1902
+  _globals['_QUALITYSETTINGS']._serialized_start=1905
+  _globals['_QUALITYSETTINGS']._serialized_end=2167
+  _globals['_TRACKINGPLAN']._serialized_start=2170
+  _globals['_TRACKINGPLAN']._serialized_end=2503
+  _globals['_PUTTRACKINGPLANREQUEST']._serialized_start=2505
+  _globals['_PUTTRACKINGPLANREQUEST']._serialized_end=2601
+  _globals['_PUTTRACKINGPLANRESPONSE']._serialized_start=2603
+  _globals['_PUTTRACKINGPLANRESPONSE']._serialized_end=2674
+  _globals['_GETTRACKINGPLANREQUEST']._serialized_start=2676
+  _globals['_GETTRACKINGPLANREQUEST']._serialized_end=2736
+  _globals['_GETTRACKINGPLANRESPONSE']._serialized_start=2738
+  _globals['_GETTRACKINGPLANRESPONSE']._serialized_end=2809
+  _globals['_LISTTRACKINGPLANSREQUEST']._serialized_start=2811
+  _globals['_LISTTRACKINGPLANSREQUEST']._serialized_end=2882
+  _globals['_LISTTRACKINGPLANSRESPONSE']._serialized_start=2884
+  _globals['_LISTTRACKINGPLANSRESPONSE']._serialized_end=3000
+  _globals['_DELETETRACKINGPLANREQUEST']._serialized_start=3002
+  _globals['_DELETETRACKINGPLANREQUEST']._serialized_end=3048
+  _globals['_DELETETRACKINGPLANRESPONSE']._serialized_start=3050
+  _globals['_DELETETRACKINGPLANRESPONSE']._serialized_end=3103
+  _globals['_VALIDATEEVENTSREQUEST']._serialized_start=3106
+  _globals['_VALIDATEEVENTSREQUEST']._serialized_end=3252
+  _globals['_VALIDATEEVENTSRESPONSE']._serialized_start=3254
+  _globals['_VALIDATEEVENTSRESPONSE']._serialized_end=3348
+  _globals['_REJECTEDEVENT']._serialized_start=3351
+  _globals['_REJECTEDEVENT']._serialized_end=3489
+  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_start=3492
+  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_end=3694
+  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_start=3696
+  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_end=3815
+  _globals['_GETREJECTEDEVENTREQUEST']._serialized_start=3817
+  _globals['_GETREJECTEDEVENTREQUEST']._serialized_end=3864
+  _globals['_GETREJECTEDEVENTRESPONSE']._serialized_start=3866
+  _globals['_GETREJECTEDEVENTRESPONSE']._serialized_end=3940
+  _globals['_GETQUALITYMETRICSREQUEST']._serialized_start=3943
+  _globals['_GETQUALITYMETRICSREQUEST']._serialized_end=4075
+  _globals['_REASONCOUNT']._serialized_start=4077
+  _globals['_REASONCOUNT']._serialized_end=4157
+  _globals['_SUPPRESSIONCOUNT']._serialized_start=4159
+  _globals['_SUPPRESSIONCOUNT']._serialized_end=4262
+  _globals['_SOURCEQUALITY']._serialized_start=4265
+  _globals['_SOURCEQUALITY']._serialized_end=4635
+  _globals['_GETQUALITYMETRICSRESPONSE']._serialized_start=4637
+  _globals['_GETQUALITYMETRICSRESPONSE']._serialized_end=4714
+  _globals['_INGESTADMINSERVICE']._serialized_start=5149
+  _globals['_INGESTADMINSERVICE']._serialized_end=6730
 # @@protoc_insertion_point(module_scope)

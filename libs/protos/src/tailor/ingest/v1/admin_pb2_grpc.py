@@ -40,35 +40,65 @@ class IngestAdminServiceStub:
                 request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.CreateApiKeyRequest.SerializeToString,
                 response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.CreateApiKeyResponse.FromString,
                 _registered_method=True)
-        self.RevokeApiKey = channel.unary_unary(
-                '/tailor.ingest.v1.IngestAdminService/RevokeApiKey',
-                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+        self.GetApiKey = channel.unary_unary(
+                '/tailor.ingest.v1.IngestAdminService/GetApiKey',
+                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetApiKeyRequest.SerializeToString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetApiKeyResponse.FromString,
                 _registered_method=True)
         self.ListApiKeys = channel.unary_unary(
                 '/tailor.ingest.v1.IngestAdminService/ListApiKeys',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
                 response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
                 _registered_method=True)
+        self.UpdateApiKey = channel.unary_unary(
+                '/tailor.ingest.v1.IngestAdminService/UpdateApiKey',
+                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.UpdateApiKeyRequest.SerializeToString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.UpdateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/tailor.ingest.v1.IngestAdminService/RevokeApiKey',
+                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
         self.PutTrackingPlan = channel.unary_unary(
                 '/tailor.ingest.v1.IngestAdminService/PutTrackingPlan',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.PutTrackingPlanRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.TrackingPlan.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.PutTrackingPlanResponse.FromString,
                 _registered_method=True)
         self.GetTrackingPlan = channel.unary_unary(
                 '/tailor.ingest.v1.IngestAdminService/GetTrackingPlan',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetTrackingPlanRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.TrackingPlan.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetTrackingPlanResponse.FromString,
+                _registered_method=True)
+        self.ListTrackingPlans = channel.unary_unary(
+                '/tailor.ingest.v1.IngestAdminService/ListTrackingPlans',
+                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListTrackingPlansRequest.SerializeToString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListTrackingPlansResponse.FromString,
+                _registered_method=True)
+        self.DeleteTrackingPlan = channel.unary_unary(
+                '/tailor.ingest.v1.IngestAdminService/DeleteTrackingPlan',
+                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.DeleteTrackingPlanRequest.SerializeToString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.DeleteTrackingPlanResponse.FromString,
+                _registered_method=True)
+        self.ValidateEvents = channel.unary_unary(
+                '/tailor.ingest.v1.IngestAdminService/ValidateEvents',
+                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ValidateEventsRequest.SerializeToString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ValidateEventsResponse.FromString,
                 _registered_method=True)
         self.ListRejectedEvents = channel.unary_unary(
                 '/tailor.ingest.v1.IngestAdminService/ListRejectedEvents',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListRejectedEventsRequest.SerializeToString,
                 response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListRejectedEventsResponse.FromString,
                 _registered_method=True)
-        self.GetQualityReport = channel.unary_unary(
-                '/tailor.ingest.v1.IngestAdminService/GetQualityReport',
-                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityReportRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityReportResponse.FromString,
+        self.GetRejectedEvent = channel.unary_unary(
+                '/tailor.ingest.v1.IngestAdminService/GetRejectedEvent',
+                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetRejectedEventRequest.SerializeToString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetRejectedEventResponse.FromString,
+                _registered_method=True)
+        self.GetQualityMetrics = channel.unary_unary(
+                '/tailor.ingest.v1.IngestAdminService/GetQualityMetrics',
+                request_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityMetricsRequest.SerializeToString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityMetricsResponse.FromString,
                 _registered_method=True)
 
 
@@ -77,51 +107,108 @@ class IngestAdminServiceServicer:
     """
 
     def CreateApiKey(self, request, context):
-        """Create an API key for a source; the secret is shown once.
-        INVALID_ARGUMENT: empty source or unknown scope.
+        """Create an API key for a source; its secret is returned once and stored only as a hash.
+        INVALID_ARGUMENT: malformed source id, scope not in tailor.common.v1.Scope, negative rate
+        limit, expiry in the past.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RevokeApiKey(self, request, context):
-        """Revoke an API key at once. NOT_FOUND: unknown key id.
+    def GetApiKey(self, request, context):
+        """One key's metadata (never its secret). NOT_FOUND: unknown key id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListApiKeys(self, request, context):
-        """List a source's keys (never their secrets).
+        """Keys, newest first, paginated (default 50, max 500); never their secrets.
+        INVALID_ARGUMENT: bad page token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateApiKey(self, request, context):
+        """Change a key's label, scopes, rate limit or expiry (the fields in update_mask); takes
+        effect within a second. NOT_FOUND: unknown key. FAILED_PRECONDITION: key revoked.
+        INVALID_ARGUMENT: unknown field in the mask, or a value as for CreateApiKey.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revoke a key at once (idempotent: revoking a revoked key returns it unchanged).
+        NOT_FOUND: unknown key id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PutTrackingPlan(self, request, context):
-        """Create or replace the tracking plan of a source (new version each time).
-        INVALID_ARGUMENT: malformed plan, with the offending rule's path.
+        """Store a source's tracking plan as a new version; it applies to events received after
+        the call returns. INVALID_ARGUMENT: malformed plan, each problem a field violation with
+        the offending rule's path (e.g. "plan.events[2].properties[0].maximum").
+        ABORTED: expected_version is set and is not the current version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTrackingPlan(self, request, context):
-        """The current tracking plan of a source. NOT_FOUND: the source has none.
+        """A source's current plan, or an earlier version. NOT_FOUND: no plan, or no such version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrackingPlans(self, request, context):
+        """The current plan of every source, by source id, paginated (default 50, max 500).
+        INVALID_ARGUMENT: bad page token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTrackingPlan(self, request, context):
+        """Remove a source's plan (its versions stay readable); the source falls back to the
+        built-in rules. NOT_FOUND: the source has no plan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateEvents(self, request, context):
+        """Validate 1..500 events against a source's current plan, or a proposed one, without
+        storing, publishing or counting anything (no consent check, no encryption).
+        INVALID_ARGUMENT: no events, more than 500, or a malformed proposed plan (as for
+        PutTrackingPlan). NOT_FOUND: neither a proposed plan nor a source with a plan.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRejectedEvents(self, request, context):
-        """Rejected events, newest first, filterable by source, reason and time.
+        """Rejected events, newest first, filterable by source, reason, event name and time,
+        paginated (default 100, max 1000). INVALID_ARGUMENT: inverted time range, bad token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetQualityReport(self, request, context):
-        """Quality metrics per source and rule over a period.
+    def GetRejectedEvent(self, request, context):
+        """One rejected event. NOT_FOUND: unknown rejection id (or purged by an erasure).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQualityMetrics(self, request, context):
+        """Counts per source, outcome and rule over a period, optionally in time buckets.
+        INVALID_ARGUMENT: missing or inverted range, bucket smaller than a minute or giving more
+        than 1000 buckets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,35 +222,65 @@ def add_IngestAdminServiceServicer_to_server(servicer, server):
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.CreateApiKeyRequest.FromString,
                     response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.CreateApiKeyResponse.SerializeToString,
             ),
-            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
-                    servicer.RevokeApiKey,
-                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.SerializeToString,
+            'GetApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApiKey,
+                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetApiKeyRequest.FromString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetApiKeyResponse.SerializeToString,
             ),
             'ListApiKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListApiKeys,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListApiKeysRequest.FromString,
                     response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListApiKeysResponse.SerializeToString,
             ),
+            'UpdateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateApiKey,
+                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.UpdateApiKeyRequest.FromString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.UpdateApiKeyResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
             'PutTrackingPlan': grpc.unary_unary_rpc_method_handler(
                     servicer.PutTrackingPlan,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.PutTrackingPlanRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.TrackingPlan.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.PutTrackingPlanResponse.SerializeToString,
             ),
             'GetTrackingPlan': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrackingPlan,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetTrackingPlanRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.TrackingPlan.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetTrackingPlanResponse.SerializeToString,
+            ),
+            'ListTrackingPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrackingPlans,
+                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListTrackingPlansRequest.FromString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListTrackingPlansResponse.SerializeToString,
+            ),
+            'DeleteTrackingPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTrackingPlan,
+                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.DeleteTrackingPlanRequest.FromString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.DeleteTrackingPlanResponse.SerializeToString,
+            ),
+            'ValidateEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateEvents,
+                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ValidateEventsRequest.FromString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ValidateEventsResponse.SerializeToString,
             ),
             'ListRejectedEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRejectedEvents,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListRejectedEventsRequest.FromString,
                     response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.ListRejectedEventsResponse.SerializeToString,
             ),
-            'GetQualityReport': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetQualityReport,
-                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityReportRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityReportResponse.SerializeToString,
+            'GetRejectedEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRejectedEvent,
+                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetRejectedEventRequest.FromString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetRejectedEventResponse.SerializeToString,
+            ),
+            'GetQualityMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQualityMetrics,
+                    request_deserializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityMetricsRequest.FromString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -205,7 +322,7 @@ class IngestAdminService:
             _registered_method=True)
 
     @staticmethod
-    def RevokeApiKey(request,
+    def GetApiKey(request,
             target,
             options=(),
             channel_credentials=None,
@@ -218,9 +335,9 @@ class IngestAdminService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tailor.ingest.v1.IngestAdminService/RevokeApiKey',
-            tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+            '/tailor.ingest.v1.IngestAdminService/GetApiKey',
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetApiKeyRequest.SerializeToString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -259,6 +376,60 @@ class IngestAdminService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.ingest.v1.IngestAdminService/UpdateApiKey',
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.UpdateApiKeyRequest.SerializeToString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.UpdateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.ingest.v1.IngestAdminService/RevokeApiKey',
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PutTrackingPlan(request,
             target,
             options=(),
@@ -274,7 +445,7 @@ class IngestAdminService:
             target,
             '/tailor.ingest.v1.IngestAdminService/PutTrackingPlan',
             tailor_dot_ingest_dot_v1_dot_admin__pb2.PutTrackingPlanRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_admin__pb2.TrackingPlan.FromString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.PutTrackingPlanResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -301,7 +472,88 @@ class IngestAdminService:
             target,
             '/tailor.ingest.v1.IngestAdminService/GetTrackingPlan',
             tailor_dot_ingest_dot_v1_dot_admin__pb2.GetTrackingPlanRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_admin__pb2.TrackingPlan.FromString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetTrackingPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrackingPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.ingest.v1.IngestAdminService/ListTrackingPlans',
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.ListTrackingPlansRequest.SerializeToString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.ListTrackingPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTrackingPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.ingest.v1.IngestAdminService/DeleteTrackingPlan',
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.DeleteTrackingPlanRequest.SerializeToString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.DeleteTrackingPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.ingest.v1.IngestAdminService/ValidateEvents',
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.ValidateEventsRequest.SerializeToString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.ValidateEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -340,7 +592,7 @@ class IngestAdminService:
             _registered_method=True)
 
     @staticmethod
-    def GetQualityReport(request,
+    def GetRejectedEvent(request,
             target,
             options=(),
             channel_credentials=None,
@@ -353,9 +605,36 @@ class IngestAdminService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tailor.ingest.v1.IngestAdminService/GetQualityReport',
-            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityReportRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityReportResponse.FromString,
+            '/tailor.ingest.v1.IngestAdminService/GetRejectedEvent',
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetRejectedEventRequest.SerializeToString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetRejectedEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQualityMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.ingest.v1.IngestAdminService/GetQualityMetrics',
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityMetricsRequest.SerializeToString,
+            tailor_dot_ingest_dot_v1_dot_admin__pb2.GetQualityMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,10 +24,9 @@ _sym_db = _symbol_database.Default()
 
 from tailor.common.v1 import options_pb2 as tailor_dot_common_dot_v1_dot_options__pb2
 from tailor.events.v1 import events_pb2 as tailor_dot_events_dot_v1_dot_events__pb2
-from tailor.events.v1 import platform_events_pb2 as tailor_dot_events_dot_v1_dot_platform__events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtailor/ingest/v1/ingest.proto\x12\x10tailor.ingest.v1\x1a\x1etailor/common/v1/options.proto\x1a\x1dtailor/events/v1/events.proto\x1a&tailor/events/v1/platform_events.proto\">\n\x0cTrackRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"A\n\x0fIdentifyRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"=\n\x0bPageRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"?\n\rScreenRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\">\n\x0cGroupRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\">\n\x0c\x41liasRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"\xc0\x01\n\x0b\x45ventResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.tailor.ingest.v1.EventOutcome\x12,\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x1c.tailor.events.v1.FieldError\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12\x1a\n\x12suppression_reason\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"?\n\x0eIngestResponse\x12-\n\x06result\x18\x01 \x01(\x0b\x32\x1d.tailor.ingest.v1.EventResult\"?\n\x0c\x42\x61tchRequest\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"?\n\rBatchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.tailor.ingest.v1.EventResult\"W\n\x13StreamEventsRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent*\xa0\x01\n\x0c\x45ventOutcome\x12\x1d\n\x19\x45VENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45VENT_OUTCOME_ACCEPTED\x10\x01\x12\x1b\n\x17\x45VENT_OUTCOME_DUPLICATE\x10\x02\x12\x1a\n\x16\x45VENT_OUTCOME_REJECTED\x10\x03\x12\x1c\n\x18\x45VENT_OUTCOME_SUPPRESSED\x10\x04\x32\x8b\x06\n\rIngestService\x12[\n\x05Track\x12\x1e.tailor.ingest.v1.TrackRequest\x1a .tailor.ingest.v1.IngestResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12\x61\n\x08Identify\x12!.tailor.ingest.v1.IdentifyRequest\x1a .tailor.ingest.v1.IngestResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12Y\n\x04Page\x12\x1d.tailor.ingest.v1.PageRequest\x1a .tailor.ingest.v1.IngestResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12]\n\x06Screen\x12\x1f.tailor.ingest.v1.ScreenRequest\x1a .tailor.ingest.v1.IngestResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12[\n\x05Group\x12\x1e.tailor.ingest.v1.GroupRequest\x1a .tailor.ingest.v1.IngestResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12[\n\x05\x41lias\x12\x1e.tailor.ingest.v1.AliasRequest\x1a .tailor.ingest.v1.IngestResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12Z\n\x05\x42\x61tch\x12\x1e.tailor.ingest.v1.BatchRequest\x1a\x1f.tailor.ingest.v1.BatchResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12j\n\x0cStreamEvents\x12%.tailor.ingest.v1.StreamEventsRequest\x1a\x1d.tailor.ingest.v1.EventResult\"\x10\x8a\xb5\x18\x0c\x65vents:write(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtailor/ingest/v1/ingest.proto\x12\x10tailor.ingest.v1\x1a\x1etailor/common/v1/options.proto\x1a\x1dtailor/events/v1/events.proto\"\x8e\x02\n\x0b\x45ventResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.tailor.ingest.v1.EventOutcome\x12,\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x1c.tailor.events.v1.FieldIssue\x12.\n\x08warnings\x18\x04 \x03(\x0b\x32\x1c.tailor.events.v1.FieldIssue\x12?\n\x12suppression_reason\x18\x05 \x01(\x0e\x32#.tailor.ingest.v1.SuppressionReason\x12\x1b\n\x13suppression_purpose\x18\x06 \x01(\t\">\n\x0cTrackRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\">\n\rTrackResponse\x12-\n\x06result\x18\x01 \x01(\x0b\x32\x1d.tailor.ingest.v1.EventResult\"A\n\x0fIdentifyRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"A\n\x10IdentifyResponse\x12-\n\x06result\x18\x01 \x01(\x0b\x32\x1d.tailor.ingest.v1.EventResult\"=\n\x0bPageRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"=\n\x0cPageResponse\x12-\n\x06result\x18\x01 \x01(\x0b\x32\x1d.tailor.ingest.v1.EventResult\"?\n\rScreenRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"?\n\x0eScreenResponse\x12-\n\x06result\x18\x01 \x01(\x0b\x32\x1d.tailor.ingest.v1.EventResult\">\n\x0cGroupRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\">\n\rGroupResponse\x12-\n\x06result\x18\x01 \x01(\x0b\x32\x1d.tailor.ingest.v1.EventResult\">\n\x0c\x41liasRequest\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\">\n\rAliasResponse\x12-\n\x06result\x18\x01 \x01(\x0b\x32\x1d.tailor.ingest.v1.EventResult\"?\n\x0c\x42\x61tchRequest\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"?\n\rBatchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.tailor.ingest.v1.EventResult\"R\n\x0eSequencedEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1f.tailor.events.v1.CustomerEvent\"G\n\x13StreamEventsRequest\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .tailor.ingest.v1.SequencedEvent\"K\n\x08\x45ventAck\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1d.tailor.ingest.v1.EventResult\"@\n\x14StreamEventsResponse\x12(\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1a.tailor.ingest.v1.EventAck*\xa0\x01\n\x0c\x45ventOutcome\x12\x1d\n\x19\x45VENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45VENT_OUTCOME_ACCEPTED\x10\x01\x12\x1b\n\x17\x45VENT_OUTCOME_DUPLICATE\x10\x02\x12\x1a\n\x16\x45VENT_OUTCOME_REJECTED\x10\x03\x12\x1c\n\x18\x45VENT_OUTCOME_SUPPRESSED\x10\x04*\x86\x01\n\x11SuppressionReason\x12\"\n\x1eSUPPRESSION_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dSUPPRESSION_REASON_NO_CONSENT\x10\x01\x12*\n&SUPPRESSION_REASON_CONSENT_UNAVAILABLE\x10\x02\x32\x91\x06\n\rIngestService\x12Z\n\x05Track\x12\x1e.tailor.ingest.v1.TrackRequest\x1a\x1f.tailor.ingest.v1.TrackResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12\x63\n\x08Identify\x12!.tailor.ingest.v1.IdentifyRequest\x1a\".tailor.ingest.v1.IdentifyResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12W\n\x04Page\x12\x1d.tailor.ingest.v1.PageRequest\x1a\x1e.tailor.ingest.v1.PageResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12]\n\x06Screen\x12\x1f.tailor.ingest.v1.ScreenRequest\x1a .tailor.ingest.v1.ScreenResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12Z\n\x05Group\x12\x1e.tailor.ingest.v1.GroupRequest\x1a\x1f.tailor.ingest.v1.GroupResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12Z\n\x05\x41lias\x12\x1e.tailor.ingest.v1.AliasRequest\x1a\x1f.tailor.ingest.v1.AliasResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12Z\n\x05\x42\x61tch\x12\x1e.tailor.ingest.v1.BatchRequest\x1a\x1f.tailor.ingest.v1.BatchResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write\x12s\n\x0cStreamEvents\x12%.tailor.ingest.v1.StreamEventsRequest\x1a&.tailor.ingest.v1.StreamEventsResponse\"\x10\x8a\xb5\x18\x0c\x65vents:write(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,30 +49,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTSERVICE'].methods_by_name['Batch']._serialized_options = b'\212\265\030\014events:write'
   _globals['_INGESTSERVICE'].methods_by_name['StreamEvents']._loaded_options = None
   _globals['_INGESTSERVICE'].methods_by_name['StreamEvents']._serialized_options = b'\212\265\030\014events:write'
-  _globals['_EVENTOUTCOME']._serialized_start=1021
-  _globals['_EVENTOUTCOME']._serialized_end=1181
-  _globals['_TRACKREQUEST']._serialized_start=154
-  _globals['_TRACKREQUEST']._serialized_end=216
-  _globals['_IDENTIFYREQUEST']._serialized_start=218
-  _globals['_IDENTIFYREQUEST']._serialized_end=283
-  _globals['_PAGEREQUEST']._serialized_start=285
-  _globals['_PAGEREQUEST']._serialized_end=346
-  _globals['_SCREENREQUEST']._serialized_start=348
-  _globals['_SCREENREQUEST']._serialized_end=411
-  _globals['_GROUPREQUEST']._serialized_start=413
-  _globals['_GROUPREQUEST']._serialized_end=475
-  _globals['_ALIASREQUEST']._serialized_start=477
-  _globals['_ALIASREQUEST']._serialized_end=539
-  _globals['_EVENTRESULT']._serialized_start=542
-  _globals['_EVENTRESULT']._serialized_end=734
-  _globals['_INGESTRESPONSE']._serialized_start=736
-  _globals['_INGESTRESPONSE']._serialized_end=799
-  _globals['_BATCHREQUEST']._serialized_start=801
-  _globals['_BATCHREQUEST']._serialized_end=864
-  _globals['_BATCHRESPONSE']._serialized_start=866
-  _globals['_BATCHRESPONSE']._serialized_end=929
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=931
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1018
-  _globals['_INGESTSERVICE']._serialized_start=1184
-  _globals['_INGESTSERVICE']._serialized_end=1963
+  _globals['_EVENTOUTCOME']._serialized_start=1592
+  _globals['_EVENTOUTCOME']._serialized_end=1752
+  _globals['_SUPPRESSIONREASON']._serialized_start=1755
+  _globals['_SUPPRESSIONREASON']._serialized_end=1889
+  _globals['_EVENTRESULT']._serialized_start=115
+  _globals['_EVENTRESULT']._serialized_end=385
+  _globals['_TRACKREQUEST']._serialized_start=387
+  _globals['_TRACKREQUEST']._serialized_end=449
+  _globals['_TRACKRESPONSE']._serialized_start=451
+  _globals['_TRACKRESPONSE']._serialized_end=513
+  _globals['_IDENTIFYREQUEST']._serialized_start=515
+  _globals['_IDENTIFYREQUEST']._serialized_end=580
+  _globals['_IDENTIFYRESPONSE']._serialized_start=582
+  _globals['_IDENTIFYRESPONSE']._serialized_end=647
+  _globals['_PAGEREQUEST']._serialized_start=649
+  _globals['_PAGEREQUEST']._serialized_end=710
+  _globals['_PAGERESPONSE']._serialized_start=712
+  _globals['_PAGERESPONSE']._serialized_end=773
+  _globals['_SCREENREQUEST']._serialized_start=775
+  _globals['_SCREENREQUEST']._serialized_end=838
+  _globals['_SCREENRESPONSE']._serialized_start=840
+  _globals['_SCREENRESPONSE']._serialized_end=903
+  _globals['_GROUPREQUEST']._serialized_start=905
+  _globals['_GROUPREQUEST']._serialized_end=967
+  _globals['_GROUPRESPONSE']._serialized_start=969
+  _globals['_GROUPRESPONSE']._serialized_end=1031
+  _globals['_ALIASREQUEST']._serialized_start=1033
+  _globals['_ALIASREQUEST']._serialized_end=1095
+  _globals['_ALIASRESPONSE']._serialized_start=1097
+  _globals['_ALIASRESPONSE']._serialized_end=1159
+  _globals['_BATCHREQUEST']._serialized_start=1161
+  _globals['_BATCHREQUEST']._serialized_end=1224
+  _globals['_BATCHRESPONSE']._serialized_start=1226
+  _globals['_BATCHRESPONSE']._serialized_end=1289
+  _globals['_SEQUENCEDEVENT']._serialized_start=1291
+  _globals['_SEQUENCEDEVENT']._serialized_end=1373
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1375
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1446
+  _globals['_EVENTACK']._serialized_start=1448
+  _globals['_EVENTACK']._serialized_end=1523
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1525
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1589
+  _globals['_INGESTSERVICE']._serialized_start=1892
+  _globals['_INGESTSERVICE']._serialized_end=2677
 # @@protoc_insertion_point(module_scope)

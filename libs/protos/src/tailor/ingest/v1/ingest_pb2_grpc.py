@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class IngestServiceStub:
-    """Event collection.
+    """Event collection. The caller's API key decides the source (source_id) of every event.
     """
 
     def __init__(self, channel):
@@ -38,32 +38,32 @@ class IngestServiceStub:
         self.Track = channel.unary_unary(
                 '/tailor.ingest.v1.IngestService/Track',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.TrackRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.TrackResponse.FromString,
                 _registered_method=True)
         self.Identify = channel.unary_unary(
                 '/tailor.ingest.v1.IngestService/Identify',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IdentifyRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IdentifyResponse.FromString,
                 _registered_method=True)
         self.Page = channel.unary_unary(
                 '/tailor.ingest.v1.IngestService/Page',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.PageRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.PageResponse.FromString,
                 _registered_method=True)
         self.Screen = channel.unary_unary(
                 '/tailor.ingest.v1.IngestService/Screen',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.ScreenRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.ScreenResponse.FromString,
                 _registered_method=True)
         self.Group = channel.unary_unary(
                 '/tailor.ingest.v1.IngestService/Group',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.GroupRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.GroupResponse.FromString,
                 _registered_method=True)
         self.Alias = channel.unary_unary(
                 '/tailor.ingest.v1.IngestService/Alias',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.AliasRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.AliasResponse.FromString,
                 _registered_method=True)
         self.Batch = channel.unary_unary(
                 '/tailor.ingest.v1.IngestService/Batch',
@@ -73,66 +73,81 @@ class IngestServiceStub:
         self.StreamEvents = channel.stream_stream(
                 '/tailor.ingest.v1.IngestService/StreamEvents',
                 request_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.StreamEventsRequest.SerializeToString,
-                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.EventResult.FromString,
+                response_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
 
 
 class IngestServiceServicer:
-    """Event collection.
+    """Event collection. The caller's API key decides the source (source_id) of every event.
     """
 
     def Track(self, request, context):
-        """Send one track event.
+        """Send one track event (event.track must be set). A rejected event fails the call with
+        INVALID_ARGUMENT and google.rpc.BadRequest, one field violation per FieldIssue (field
+        path, description, reason = the ValidationReason name); it is also published on REJECTED.
+        DUPLICATE and SUPPRESSED are answered OK with that outcome. Other errors as in the file
+        summary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Identify(self, request, context):
-        """Send one identify event.
+        """Send one identify event (event.identify must be set). Errors as for Track.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Page(self, request, context):
-        """Send one page view.
+        """Send one page view (event.page must be set). Errors as for Track.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Screen(self, request, context):
-        """Send one screen view.
+        """Send one screen view (event.screen must be set). Errors as for Track.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Group(self, request, context):
-        """Send one group call.
+        """Send one group call (event.group must be set). Errors as for Track.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Alias(self, request, context):
-        """Send one alias call.
+        """Send one alias call (event.alias must be set). Errors as for Track.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Batch(self, request, context):
-        """Send up to 500 events of any kind; one result per event, in order.
+        """Send 1..500 events of any kind (at most 4 MiB in all); one result per event, in request
+        order. A rejected event does not fail the call: its result says REJECTED with its issues.
+        INVALID_ARGUMENT (field "events"): empty batch or more than 500 events.
+        RESOURCE_EXHAUSTED: the whole batch is refused, none of it stored; retry it unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamEvents(self, request_iterator, context):
-        """High-volume stream: one acknowledgement per event, in order. The server stops reading
-        when too many events are in flight (back-pressure) instead of buffering without bound.
+        """High-volume bidirectional stream: each request carries 1..500 sequenced events; the
+        server answers with acknowledgements, one per event (several may share a response),
+        each sent once the event's outcome is final (an accepted event is durable). Events
+        of one subject keep their order. When too many events are unacknowledged the server
+        stops reading (HTTP/2 flow control) instead of buffering without bound. A rejected event
+        is acknowledged as REJECTED; the stream fails only for whole-stream errors:
+        UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT (a request with no events, more than
+        500, or a sequence number not greater than the previous one), RESOURCE_EXHAUSTED (rate
+        limit: events not yet acknowledged must be resent), UNAVAILABLE (server shutting down:
+        acknowledged events are safe, resend the others).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,32 +159,32 @@ def add_IngestServiceServicer_to_server(servicer, server):
             'Track': grpc.unary_unary_rpc_method_handler(
                     servicer.Track,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.TrackRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.TrackResponse.SerializeToString,
             ),
             'Identify': grpc.unary_unary_rpc_method_handler(
                     servicer.Identify,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IdentifyRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IdentifyResponse.SerializeToString,
             ),
             'Page': grpc.unary_unary_rpc_method_handler(
                     servicer.Page,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.PageRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.PageResponse.SerializeToString,
             ),
             'Screen': grpc.unary_unary_rpc_method_handler(
                     servicer.Screen,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.ScreenRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.ScreenResponse.SerializeToString,
             ),
             'Group': grpc.unary_unary_rpc_method_handler(
                     servicer.Group,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.GroupRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.GroupResponse.SerializeToString,
             ),
             'Alias': grpc.unary_unary_rpc_method_handler(
                     servicer.Alias,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.AliasRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.AliasResponse.SerializeToString,
             ),
             'Batch': grpc.unary_unary_rpc_method_handler(
                     servicer.Batch,
@@ -179,7 +194,7 @@ def add_IngestServiceServicer_to_server(servicer, server):
             'StreamEvents': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamEvents,
                     request_deserializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.StreamEventsRequest.FromString,
-                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.EventResult.SerializeToString,
+                    response_serializer=tailor_dot_ingest_dot_v1_dot_ingest__pb2.StreamEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -190,7 +205,7 @@ def add_IngestServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class IngestService:
-    """Event collection.
+    """Event collection. The caller's API key decides the source (source_id) of every event.
     """
 
     @staticmethod
@@ -209,7 +224,7 @@ class IngestService:
             target,
             '/tailor.ingest.v1.IngestService/Track',
             tailor_dot_ingest_dot_v1_dot_ingest__pb2.TrackRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            tailor_dot_ingest_dot_v1_dot_ingest__pb2.TrackResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -236,7 +251,7 @@ class IngestService:
             target,
             '/tailor.ingest.v1.IngestService/Identify',
             tailor_dot_ingest_dot_v1_dot_ingest__pb2.IdentifyRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            tailor_dot_ingest_dot_v1_dot_ingest__pb2.IdentifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -263,7 +278,7 @@ class IngestService:
             target,
             '/tailor.ingest.v1.IngestService/Page',
             tailor_dot_ingest_dot_v1_dot_ingest__pb2.PageRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            tailor_dot_ingest_dot_v1_dot_ingest__pb2.PageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -290,7 +305,7 @@ class IngestService:
             target,
             '/tailor.ingest.v1.IngestService/Screen',
             tailor_dot_ingest_dot_v1_dot_ingest__pb2.ScreenRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            tailor_dot_ingest_dot_v1_dot_ingest__pb2.ScreenResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -317,7 +332,7 @@ class IngestService:
             target,
             '/tailor.ingest.v1.IngestService/Group',
             tailor_dot_ingest_dot_v1_dot_ingest__pb2.GroupRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            tailor_dot_ingest_dot_v1_dot_ingest__pb2.GroupResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -344,7 +359,7 @@ class IngestService:
             target,
             '/tailor.ingest.v1.IngestService/Alias',
             tailor_dot_ingest_dot_v1_dot_ingest__pb2.AliasRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            tailor_dot_ingest_dot_v1_dot_ingest__pb2.AliasResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -398,7 +413,7 @@ class IngestService:
             target,
             '/tailor.ingest.v1.IngestService/StreamEvents',
             tailor_dot_ingest_dot_v1_dot_ingest__pb2.StreamEventsRequest.SerializeToString,
-            tailor_dot_ingest_dot_v1_dot_ingest__pb2.EventResult.FromString,
+            tailor_dot_ingest_dot_v1_dot_ingest__pb2.StreamEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

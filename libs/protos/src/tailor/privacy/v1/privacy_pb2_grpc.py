@@ -101,7 +101,8 @@ class PrivacyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPrivacyRequests(self, request, context):
-        """Requests, newest first, filterable by state and subject.
+        """Requests, newest first, filterable by state and subject, paginated (default 50, max
+        500). INVALID_ARGUMENT: bad page token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,7 +125,7 @@ class PrivacyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDataHolders(self, request, context):
-        """Services registered as holding personal data.
+        """Services registered as holding personal data. No errors of its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -50,25 +50,45 @@ class ProfileServiceStub:
                 request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.FindProfilesRequest.SerializeToString,
                 response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.FindProfilesResponse.FromString,
                 _registered_method=True)
+        self.GetTraitHistory = channel.unary_unary(
+                '/tailor.profile.v1.ProfileService/GetTraitHistory',
+                request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetTraitHistoryRequest.SerializeToString,
+                response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetTraitHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListTraitDefinitions = channel.unary_unary(
+                '/tailor.profile.v1.ProfileService/ListTraitDefinitions',
+                request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.ListTraitDefinitionsRequest.SerializeToString,
+                response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.ListTraitDefinitionsResponse.FromString,
+                _registered_method=True)
         self.GetMergeHistory = channel.unary_unary(
                 '/tailor.profile.v1.ProfileService/GetMergeHistory',
                 request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetMergeHistoryRequest.SerializeToString,
                 response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetMergeHistoryResponse.FromString,
                 _registered_method=True)
+        self.MergeProfiles = channel.unary_unary(
+                '/tailor.profile.v1.ProfileService/MergeProfiles',
+                request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.MergeProfilesRequest.SerializeToString,
+                response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.MergeProfilesResponse.FromString,
+                _registered_method=True)
         self.RebuildProfiles = channel.unary_unary(
                 '/tailor.profile.v1.ProfileService/RebuildProfiles',
                 request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildProfilesRequest.SerializeToString,
-                response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildStatus.FromString,
+                response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildProfilesResponse.FromString,
                 _registered_method=True)
         self.GetRebuildStatus = channel.unary_unary(
                 '/tailor.profile.v1.ProfileService/GetRebuildStatus',
                 request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetRebuildStatusRequest.SerializeToString,
-                response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildStatus.FromString,
+                response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetRebuildStatusResponse.FromString,
                 _registered_method=True)
         self.RunBatchJob = channel.unary_unary(
                 '/tailor.profile.v1.ProfileService/RunBatchJob',
                 request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RunBatchJobRequest.SerializeToString,
                 response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RunBatchJobResponse.FromString,
+                _registered_method=True)
+        self.ListBatchJobRuns = channel.unary_unary(
+                '/tailor.profile.v1.ProfileService/ListBatchJobRuns',
+                request_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.ListBatchJobRunsRequest.SerializeToString,
+                response_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.ListBatchJobRunsResponse.FromString,
                 _registered_method=True)
 
 
@@ -77,53 +97,100 @@ class ProfileServiceServicer:
     """
 
     def GetProfile(self, request, context):
-        """One profile. NOT_FOUND: no profile for the id (merged ids resolve to the survivor).
-        PERMISSION_DENIED: no consent for the purpose. INVALID_ARGUMENT: empty id or purpose.
+        """One profile. INVALID_ARGUMENT: empty subject id or purpose, unknown purpose, unknown trait
+        name. NOT_FOUND: no profile for the id. PERMISSION_DENIED: no consent for the purpose
+        (and non_personal_only not set), or the caller's service may not use the purpose.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetProfiles(self, request, context):
-        """Up to 100 profiles; subjects without consent are listed in denied_subject_ids.
+        """Up to 100 profiles in one call. Per-subject outcomes do not fail the call: ids without a
+        profile are listed in missing_subject_ids, ids without consent in denied_subject_ids.
+        INVALID_ARGUMENT: no ids, more than 100, an empty id, empty or unknown purpose.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FindProfiles(self, request, context):
-        """Profiles matching trait conditions, paginated; only subjects with consent appear.
-        INVALID_ARGUMENT: unknown trait, operator that does not fit the trait's type.
+        """Profiles matching all trait conditions, paginated (default 50, max 500); only subjects
+        with consent for the purpose appear. INVALID_ARGUMENT (field violation naming the
+        condition, e.g. "conditions[1].op"): unknown trait, an operator that does not fit the
+        trait's type, a missing or ill-typed operand, a personal trait in a condition, empty or
+        unknown purpose, bad page token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTraitHistory(self, request, context):
+        """The values a trait had over time, newest first, including values that lost a conflict,
+        paginated (default 100, max 1000). Consent-gated like GetProfile.
+        INVALID_ARGUMENT: empty subject, unknown trait. NOT_FOUND: no profile.
+        PERMISSION_DENIED: as for GetProfile (a personal trait's history needs consent even
+        with non_personal_only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTraitDefinitions(self, request, context):
+        """The trait catalogue: every explicit and computed trait with its type, whether it is
+        personal and its staleness threshold (what FindProfiles and segment rules may name).
+        No errors of its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMergeHistory(self, request, context):
-        """Merges a profile took part in. NOT_FOUND: unknown id.
+        """The merges a profile took part in, oldest first: an operator's view of identity
+        resolution (identities are personal; the call is audited by scope, not by purpose).
+        INVALID_ARGUMENT: empty subject id. NOT_FOUND: unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MergeProfiles(self, request, context):
+        """Merge profiles by hand (e.g. a support agent confirmed two accounts are one person);
+        published on PROFILE like automatic merges, so consent follows. Idempotent for ids
+        already merged. INVALID_ARGUMENT: fewer than two distinct ids, or a reason missing.
+        NOT_FOUND: an id has no profile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RebuildProfiles(self, request, context):
-        """Start a rebuild by replay of EVENTS into fresh tables, swapped in when caught up.
-        FAILED_PRECONDITION: a rebuild is already running.
+        """Start a rebuild: replay EVENTS from the start into fresh tables and swap them in when
+        caught up, without stopping reads. FAILED_PRECONDITION: a rebuild is already running
+        (its id is in the message).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRebuildStatus(self, request, context):
-        """Progress of the current or last rebuild.
+        """Progress of a rebuild. NOT_FOUND: unknown rebuild id, or no rebuild ever ran.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RunBatchJob(self, request, context):
-        """Run a batch job now (RFM quintiles, cohort statistics for imputation).
-        INVALID_ARGUMENT: unknown job.
+        """Run a batch job now (it also runs on its schedule); answers when it has started.
+        INVALID_ARGUMENT: job unspecified. FAILED_PRECONDITION: that job is already running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatchJobRuns(self, request, context):
+        """Recent runs of the batch jobs, newest first, paginated (default 20, max 200).
+        INVALID_ARGUMENT: bad page token. NOT_FOUND: unknown run id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,25 +214,45 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.FindProfilesRequest.FromString,
                     response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.FindProfilesResponse.SerializeToString,
             ),
+            'GetTraitHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTraitHistory,
+                    request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetTraitHistoryRequest.FromString,
+                    response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetTraitHistoryResponse.SerializeToString,
+            ),
+            'ListTraitDefinitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTraitDefinitions,
+                    request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.ListTraitDefinitionsRequest.FromString,
+                    response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.ListTraitDefinitionsResponse.SerializeToString,
+            ),
             'GetMergeHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMergeHistory,
                     request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetMergeHistoryRequest.FromString,
                     response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetMergeHistoryResponse.SerializeToString,
             ),
+            'MergeProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.MergeProfiles,
+                    request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.MergeProfilesRequest.FromString,
+                    response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.MergeProfilesResponse.SerializeToString,
+            ),
             'RebuildProfiles': grpc.unary_unary_rpc_method_handler(
                     servicer.RebuildProfiles,
                     request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildProfilesRequest.FromString,
-                    response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildStatus.SerializeToString,
+                    response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildProfilesResponse.SerializeToString,
             ),
             'GetRebuildStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRebuildStatus,
                     request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetRebuildStatusRequest.FromString,
-                    response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildStatus.SerializeToString,
+                    response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.GetRebuildStatusResponse.SerializeToString,
             ),
             'RunBatchJob': grpc.unary_unary_rpc_method_handler(
                     servicer.RunBatchJob,
                     request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RunBatchJobRequest.FromString,
                     response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.RunBatchJobResponse.SerializeToString,
+            ),
+            'ListBatchJobRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatchJobRuns,
+                    request_deserializer=tailor_dot_profile_dot_v1_dot_profile__pb2.ListBatchJobRunsRequest.FromString,
+                    response_serializer=tailor_dot_profile_dot_v1_dot_profile__pb2.ListBatchJobRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +348,60 @@ class ProfileService:
             _registered_method=True)
 
     @staticmethod
+    def GetTraitHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.profile.v1.ProfileService/GetTraitHistory',
+            tailor_dot_profile_dot_v1_dot_profile__pb2.GetTraitHistoryRequest.SerializeToString,
+            tailor_dot_profile_dot_v1_dot_profile__pb2.GetTraitHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTraitDefinitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.profile.v1.ProfileService/ListTraitDefinitions',
+            tailor_dot_profile_dot_v1_dot_profile__pb2.ListTraitDefinitionsRequest.SerializeToString,
+            tailor_dot_profile_dot_v1_dot_profile__pb2.ListTraitDefinitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetMergeHistory(request,
             target,
             options=(),
@@ -288,6 +429,33 @@ class ProfileService:
             _registered_method=True)
 
     @staticmethod
+    def MergeProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.profile.v1.ProfileService/MergeProfiles',
+            tailor_dot_profile_dot_v1_dot_profile__pb2.MergeProfilesRequest.SerializeToString,
+            tailor_dot_profile_dot_v1_dot_profile__pb2.MergeProfilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RebuildProfiles(request,
             target,
             options=(),
@@ -303,7 +471,7 @@ class ProfileService:
             target,
             '/tailor.profile.v1.ProfileService/RebuildProfiles',
             tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildProfilesRequest.SerializeToString,
-            tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildStatus.FromString,
+            tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildProfilesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -330,7 +498,7 @@ class ProfileService:
             target,
             '/tailor.profile.v1.ProfileService/GetRebuildStatus',
             tailor_dot_profile_dot_v1_dot_profile__pb2.GetRebuildStatusRequest.SerializeToString,
-            tailor_dot_profile_dot_v1_dot_profile__pb2.RebuildStatus.FromString,
+            tailor_dot_profile_dot_v1_dot_profile__pb2.GetRebuildStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -358,6 +526,33 @@ class ProfileService:
             '/tailor.profile.v1.ProfileService/RunBatchJob',
             tailor_dot_profile_dot_v1_dot_profile__pb2.RunBatchJobRequest.SerializeToString,
             tailor_dot_profile_dot_v1_dot_profile__pb2.RunBatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatchJobRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.profile.v1.ProfileService/ListBatchJobRuns',
+            tailor_dot_profile_dot_v1_dot_profile__pb2.ListBatchJobRunsRequest.SerializeToString,
+            tailor_dot_profile_dot_v1_dot_profile__pb2.ListBatchJobRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

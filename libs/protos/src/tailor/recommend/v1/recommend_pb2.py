@@ -22,19 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tailor.common.v1 import options_pb2 as tailor_dot_common_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tailor/recommend/v1/recommend.proto\x12\x13tailor.recommend.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etailor/common/v1/options.proto\"h\n\x0eServingContext\x12\x13\n\x0b\x64\x65vice_type\x18\x01 \x01(\t\x12\x12\n\nlocal_hour\x18\x02 \x01(\x05\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x04 \x01(\t\x12\x0c\n\x04page\x18\x05 \x01(\t\"\x84\x01\n\x07\x46ilters\x12\x19\n\x11\x65xclude_purchased\x18\x01 \x01(\x08\x12\x15\n\rexclude_items\x18\x02 \x03(\t\x12\x1a\n\x12include_categories\x18\x03 \x03(\t\x12\x18\n\x10max_per_category\x18\x04 \x01(\x05\x12\x11\n\tdiversify\x18\x05 \x01(\x08\"\xa7\x01\n\x10RecommendRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x34\n\x07\x63ontext\x18\x03 \x01(\x0b\x32#.tailor.recommend.v1.ServingContext\x12-\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x1c.tailor.recommend.v1.Filters\x12\x0f\n\x07surface\x18\x05 \x01(\t\"`\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12-\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x1c.tailor.recommend.v1.Filters\"\xa6\x01\n\x0ePopularRequest\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x34\n\x07\x63ontext\x18\x03 \x01(\x0b\x32#.tailor.recommend.v1.ServingContext\x12\x10\n\x08trending\x18\x04 \x01(\x08\x12-\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x1c.tailor.recommend.v1.Filters\"R\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xa3\x02\n\x11RecommendResponse\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.tailor.recommend.v1.RecommendedItem\x12\x14\n\x0cpersonalized\x18\x02 \x01(\x08\x12\x1f\n\x17non_personalized_reason\x18\x03 \x01(\t\x12Q\n\x0emodel_versions\x18\x04 \x03(\x0b\x32\x39.tailor.recommend.v1.RecommendResponse.ModelVersionsEntry\x12\x19\n\x11recommendation_id\x18\x05 \x01(\t\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\"\n\x11TrainModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xa2\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\ntrained_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05users\x18\x04 \x01(\x03\x12\r\n\x05items\x18\x05 \x01(\x03\x12\x18\n\x10training_seconds\x18\x06 \x01(\x01\x12\r\n\x05state\x18\x07 \x01(\t\"\x17\n\x15GetModelStatusRequest\"v\n\x0bModelStatus\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.tailor.recommend.v1.ModelInfo\x12\x37\n\x13realtime_updated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xc6\x04\n\x10RecommendService\x12n\n\tRecommend\x12%.tailor.recommend.v1.RecommendRequest\x1a&.tailor.recommend.v1.RecommendResponse\"\x12\x8a\xb5\x18\x0erecommend:read\x12t\n\x0cSimilarItems\x12(.tailor.recommend.v1.SimilarItemsRequest\x1a&.tailor.recommend.v1.RecommendResponse\"\x12\x8a\xb5\x18\x0erecommend:read\x12j\n\x07Popular\x12#.tailor.recommend.v1.PopularRequest\x1a&.tailor.recommend.v1.RecommendResponse\"\x12\x8a\xb5\x18\x0erecommend:read\x12k\n\nTrainModel\x12&.tailor.recommend.v1.TrainModelRequest\x1a .tailor.recommend.v1.ModelStatus\"\x13\x8a\xb5\x18\x0frecommend:admin\x12s\n\x0eGetModelStatus\x12*.tailor.recommend.v1.GetModelStatusRequest\x1a .tailor.recommend.v1.ModelStatus\"\x13\x8a\xb5\x18\x0frecommend:adminb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tailor/recommend/v1/recommend.proto\x12\x13tailor.recommend.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etailor/common/v1/options.proto\"\x8d\x01\n\x0eServingContext\x12\x13\n\x0b\x64\x65vice_type\x18\x01 \x01(\t\x12\x17\n\nlocal_hour\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x04 \x01(\t\x12\x0c\n\x04page\x18\x05 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\tB\r\n\x0b_local_hour\"\xa0\x01\n\x07\x46ilters\x12\x19\n\x11\x65xclude_purchased\x18\x01 \x01(\x08\x12\x15\n\rexclude_items\x18\x02 \x03(\t\x12\x1a\n\x12include_categories\x18\x03 \x03(\t\x12\x18\n\x10max_per_category\x18\x04 \x01(\x05\x12\x11\n\tdiversify\x18\x05 \x01(\x08\x12\x1a\n\x12\x65xclude_categories\x18\x06 \x03(\t\"r\n\x06Reason\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.tailor.recommend.v1.ReasonKind\x12\x17\n\x0frelated_item_id\x18\x02 \x01(\t\x12\x12\n\nsegment_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"\x9d\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12,\n\x07reasons\x18\x03 \x03(\x0b\x32\x1b.tailor.recommend.v1.Reason\x12*\n\x06source\x18\x04 \x01(\x0e\x32\x1a.tailor.recommend.v1.Model\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\"J\n\x0cModelVersion\x12)\n\x05model\x18\x01 \x01(\x0e\x32\x1a.tailor.recommend.v1.Model\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xbe\x01\n\x10RecommendRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x34\n\x07\x63ontext\x18\x03 \x01(\x0b\x32#.tailor.recommend.v1.ServingContext\x12-\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x1c.tailor.recommend.v1.Filters\x12\x0f\n\x07surface\x18\x05 \x01(\t\x12\x15\n\rcontext_items\x18\x06 \x03(\t\"\x81\x02\n\x11RecommendResponse\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.tailor.recommend.v1.RecommendedItem\x12\x14\n\x0cpersonalized\x18\x02 \x01(\x08\x12K\n\x17non_personalized_reason\x18\x03 \x01(\x0e\x32*.tailor.recommend.v1.NonPersonalizedReason\x12\x39\n\x0emodel_versions\x18\x04 \x03(\x0b\x32!.tailor.recommend.v1.ModelVersion\x12\x19\n\x11recommendation_id\x18\x05 \x01(\t\"\xaa\x01\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12-\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x1c.tailor.recommend.v1.Filters\x12\x34\n\x07\x63ontext\x18\x04 \x01(\x0b\x32#.tailor.recommend.v1.ServingContext\x12\x12\n\nsubject_id\x18\x05 \x01(\t\"\xb5\x01\n\x14SimilarItemsResponse\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.tailor.recommend.v1.RecommendedItem\x12\x12\n\nitem_known\x18\x02 \x01(\x08\x12\x39\n\x0emodel_versions\x18\x03 \x03(\x0b\x32!.tailor.recommend.v1.ModelVersion\x12\x19\n\x11recommendation_id\x18\x04 \x01(\t\"\xd1\x01\n\x0ePopularRequest\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x34\n\x07\x63ontext\x18\x03 \x01(\x0b\x32#.tailor.recommend.v1.ServingContext\x12\x10\n\x08trending\x18\x04 \x01(\x08\x12-\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x1c.tailor.recommend.v1.Filters\x12)\n\x06window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9c\x01\n\x0fPopularResponse\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.tailor.recommend.v1.RecommendedItem\x12\x39\n\x0emodel_versions\x18\x02 \x03(\x0b\x32!.tailor.recommend.v1.ModelVersion\x12\x19\n\x11recommendation_id\x18\x03 \x01(\t\"\xc5\x03\n\tModelInfo\x12)\n\x05model\x18\x01 \x01(\x0e\x32\x1a.tailor.recommend.v1.Model\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\ntrained_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05users\x18\x04 \x01(\x03\x12\r\n\x05items\x18\x05 \x01(\x03\x12\x18\n\x10training_seconds\x18\x06 \x01(\x01\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.tailor.recommend.v1.ModelState\x12\x14\n\x0cinteractions\x18\x08 \x01(\x03\x12\x1b\n\x13training_peak_bytes\x18\t \x01(\x03\x12<\n\x07metrics\x18\n \x03(\x0b\x32+.tailor.recommend.v1.ModelInfo.MetricsEntry\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x34\n\x10next_training_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"?\n\x11TrainModelRequest\x12*\n\x06models\x18\x01 \x03(\x0e\x32\x1a.tailor.recommend.v1.Model\"D\n\x12TrainModelResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.tailor.recommend.v1.ModelInfo\"\x17\n\x15GetModelStatusRequest\"\xb2\x01\n\x16GetModelStatusResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.tailor.recommend.v1.ModelInfo\x12\x37\n\x13realtime_updated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0crealtime_lag\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration*}\n\x05Model\x12\x15\n\x11MODEL_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_COOCCURRENCE\x10\x01\x12\r\n\tMODEL_ALS\x10\x02\x12\x11\n\rMODEL_POPULAR\x10\x03\x12\x12\n\x0eMODEL_TRENDING\x10\x04\x12\x0f\n\x0bMODEL_BLEND\x10\x05*\x8c\x02\n\nReasonKind\x12\x1b\n\x17REASON_KIND_UNSPECIFIED\x10\x00\x12&\n\"REASON_KIND_BECAUSE_YOU_INTERACTED\x10\x01\x12\x1d\n\x19REASON_KIND_SIMILAR_TASTE\x10\x02\x12\x17\n\x13REASON_KIND_POPULAR\x10\x03\x12\x18\n\x14REASON_KIND_TRENDING\x10\x04\x12\"\n\x1eREASON_KIND_POPULAR_IN_SEGMENT\x10\x05\x12\"\n\x1eREASON_KIND_POPULAR_IN_CONTEXT\x10\x06\x12\x1f\n\x1bREASON_KIND_SIMILAR_TO_ITEM\x10\x07*\xc3\x01\n\x15NonPersonalizedReason\x12\'\n#NON_PERSONALIZED_REASON_UNSPECIFIED\x10\x00\x12&\n\"NON_PERSONALIZED_REASON_NO_CONSENT\x10\x01\x12/\n+NON_PERSONALIZED_REASON_CONSENT_UNAVAILABLE\x10\x02\x12(\n$NON_PERSONALIZED_REASON_COLD_SUBJECT\x10\x03*\x91\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17MODEL_STATE_NOT_TRAINED\x10\x01\x12\x17\n\x13MODEL_STATE_SERVING\x10\x02\x12\x18\n\x14MODEL_STATE_TRAINING\x10\x03\x12\x16\n\x12MODEL_STATE_FAILED\x10\x04\x32\xd9\x04\n\x10RecommendService\x12n\n\tRecommend\x12%.tailor.recommend.v1.RecommendRequest\x1a&.tailor.recommend.v1.RecommendResponse\"\x12\x8a\xb5\x18\x0erecommend:read\x12w\n\x0cSimilarItems\x12(.tailor.recommend.v1.SimilarItemsRequest\x1a).tailor.recommend.v1.SimilarItemsResponse\"\x12\x8a\xb5\x18\x0erecommend:read\x12h\n\x07Popular\x12#.tailor.recommend.v1.PopularRequest\x1a$.tailor.recommend.v1.PopularResponse\"\x12\x8a\xb5\x18\x0erecommend:read\x12r\n\nTrainModel\x12&.tailor.recommend.v1.TrainModelRequest\x1a\'.tailor.recommend.v1.TrainModelResponse\"\x13\x8a\xb5\x18\x0frecommend:admin\x12~\n\x0eGetModelStatus\x12*.tailor.recommend.v1.GetModelStatusRequest\x1a+.tailor.recommend.v1.GetModelStatusResponse\"\x13\x8a\xb5\x18\x0frecommend:adminb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.recommend.v1.recommend_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._loaded_options = None
-  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
+  _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_RECOMMENDSERVICE'].methods_by_name['Recommend']._loaded_options = None
   _globals['_RECOMMENDSERVICE'].methods_by_name['Recommend']._serialized_options = b'\212\265\030\016recommend:read'
   _globals['_RECOMMENDSERVICE'].methods_by_name['SimilarItems']._loaded_options = None
@@ -45,30 +46,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDSERVICE'].methods_by_name['TrainModel']._serialized_options = b'\212\265\030\017recommend:admin'
   _globals['_RECOMMENDSERVICE'].methods_by_name['GetModelStatus']._loaded_options = None
   _globals['_RECOMMENDSERVICE'].methods_by_name['GetModelStatus']._serialized_options = b'\212\265\030\017recommend:admin'
-  _globals['_SERVINGCONTEXT']._serialized_start=125
-  _globals['_SERVINGCONTEXT']._serialized_end=229
-  _globals['_FILTERS']._serialized_start=232
-  _globals['_FILTERS']._serialized_end=364
-  _globals['_RECOMMENDREQUEST']._serialized_start=367
-  _globals['_RECOMMENDREQUEST']._serialized_end=534
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=536
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=632
-  _globals['_POPULARREQUEST']._serialized_start=635
-  _globals['_POPULARREQUEST']._serialized_end=801
-  _globals['_RECOMMENDEDITEM']._serialized_start=803
-  _globals['_RECOMMENDEDITEM']._serialized_end=885
-  _globals['_RECOMMENDRESPONSE']._serialized_start=888
-  _globals['_RECOMMENDRESPONSE']._serialized_end=1179
-  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_start=1127
-  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_end=1179
-  _globals['_TRAINMODELREQUEST']._serialized_start=1181
-  _globals['_TRAINMODELREQUEST']._serialized_end=1215
-  _globals['_MODELINFO']._serialized_start=1218
-  _globals['_MODELINFO']._serialized_end=1380
-  _globals['_GETMODELSTATUSREQUEST']._serialized_start=1382
-  _globals['_GETMODELSTATUSREQUEST']._serialized_end=1405
-  _globals['_MODELSTATUS']._serialized_start=1407
-  _globals['_MODELSTATUS']._serialized_end=1525
-  _globals['_RECOMMENDSERVICE']._serialized_start=1528
-  _globals['_RECOMMENDSERVICE']._serialized_end=2110
+  _globals['_MODEL']._serialized_start=2794
+  _globals['_MODEL']._serialized_end=2919
+  _globals['_REASONKIND']._serialized_start=2922
+  _globals['_REASONKIND']._serialized_end=3190
+  _globals['_NONPERSONALIZEDREASON']._serialized_start=3193
+  _globals['_NONPERSONALIZEDREASON']._serialized_end=3388
+  _globals['_MODELSTATE']._serialized_start=3391
+  _globals['_MODELSTATE']._serialized_end=3536
+  _globals['_SERVINGCONTEXT']._serialized_start=158
+  _globals['_SERVINGCONTEXT']._serialized_end=299
+  _globals['_FILTERS']._serialized_start=302
+  _globals['_FILTERS']._serialized_end=462
+  _globals['_REASON']._serialized_start=464
+  _globals['_REASON']._serialized_end=578
+  _globals['_RECOMMENDEDITEM']._serialized_start=581
+  _globals['_RECOMMENDEDITEM']._serialized_end=738
+  _globals['_MODELVERSION']._serialized_start=740
+  _globals['_MODELVERSION']._serialized_end=814
+  _globals['_RECOMMENDREQUEST']._serialized_start=817
+  _globals['_RECOMMENDREQUEST']._serialized_end=1007
+  _globals['_RECOMMENDRESPONSE']._serialized_start=1010
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1267
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=1270
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=1440
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1443
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1624
+  _globals['_POPULARREQUEST']._serialized_start=1627
+  _globals['_POPULARREQUEST']._serialized_end=1836
+  _globals['_POPULARRESPONSE']._serialized_start=1839
+  _globals['_POPULARRESPONSE']._serialized_end=1995
+  _globals['_MODELINFO']._serialized_start=1998
+  _globals['_MODELINFO']._serialized_end=2451
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=2405
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=2451
+  _globals['_TRAINMODELREQUEST']._serialized_start=2453
+  _globals['_TRAINMODELREQUEST']._serialized_end=2516
+  _globals['_TRAINMODELRESPONSE']._serialized_start=2518
+  _globals['_TRAINMODELRESPONSE']._serialized_end=2586
+  _globals['_GETMODELSTATUSREQUEST']._serialized_start=2588
+  _globals['_GETMODELSTATUSREQUEST']._serialized_end=2611
+  _globals['_GETMODELSTATUSRESPONSE']._serialized_start=2614
+  _globals['_GETMODELSTATUSRESPONSE']._serialized_end=2792
+  _globals['_RECOMMENDSERVICE']._serialized_start=3539
+  _globals['_RECOMMENDSERVICE']._serialized_end=4140
 # @@protoc_insertion_point(module_scope)

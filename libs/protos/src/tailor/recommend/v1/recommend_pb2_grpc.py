@@ -43,22 +43,22 @@ class RecommendServiceStub:
         self.SimilarItems = channel.unary_unary(
                 '/tailor.recommend.v1.RecommendService/SimilarItems',
                 request_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.SimilarItemsRequest.SerializeToString,
-                response_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
+                response_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.SimilarItemsResponse.FromString,
                 _registered_method=True)
         self.Popular = channel.unary_unary(
                 '/tailor.recommend.v1.RecommendService/Popular',
                 request_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.PopularRequest.SerializeToString,
-                response_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
+                response_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.PopularResponse.FromString,
                 _registered_method=True)
         self.TrainModel = channel.unary_unary(
                 '/tailor.recommend.v1.RecommendService/TrainModel',
                 request_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.TrainModelRequest.SerializeToString,
-                response_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.ModelStatus.FromString,
+                response_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.TrainModelResponse.FromString,
                 _registered_method=True)
         self.GetModelStatus = channel.unary_unary(
                 '/tailor.recommend.v1.RecommendService/GetModelStatus',
                 request_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.GetModelStatusRequest.SerializeToString,
-                response_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.ModelStatus.FromString,
+                response_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.GetModelStatusResponse.FromString,
                 _registered_method=True)
 
 
@@ -67,36 +67,48 @@ class RecommendServiceServicer:
     """
 
     def Recommend(self, request, context):
-        """Items for a subject. INVALID_ARGUMENT: k outside 1..100, empty subject, bad filters.
+        """Items for a subject, best first. Missing consent is not an error: the answer is
+        non-personalized and says why. INVALID_ARGUMENT: k outside 1..100, empty subject id,
+        more than 50 context or excluded items, local hour outside 0..23, a surface name with
+        characters outside its alphabet. Never fails for want of a model: the fallback chain
+        ends in popularity (an empty list while nothing has been seen yet).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SimilarItems(self, request, context):
-        """Items similar to an item. NOT_FOUND never: a cold item gets popular items, with reason.
+        """Items similar to one item (co-occurrence, then factor similarity). Never NOT_FOUND: a
+        cold item gets popular items, with item_known = false and reasons saying so.
+        INVALID_ARGUMENT: empty item id, k outside 1..100. Filters that need the subject
+        (exclude_purchased) apply only with the subject's personalization consent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Popular(self, request, context):
-        """Popular or trending items, globally, in a segment or a context.
+        """Popular or trending items, globally, among a segment's members, or in a context.
+        INVALID_ARGUMENT: k outside 1..100, window under an hour or over 365 days.
+        NOT_FOUND: unknown segment id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TrainModel(self, request, context):
-        """Train the batch model now; the new version is swapped in atomically when ready.
-        FAILED_PRECONDITION: training already running or too little data.
+        """Train batch models now (they also train on a schedule); answers when training has
+        started; each new version is swapped in atomically when ready, with no failed request.
+        INVALID_ARGUMENT: a model that is not trained in batch. FAILED_PRECONDITION: training
+        already running for a model, or too little data (the minimum is in the message).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetModelStatus(self, request, context):
-        """Versions and state of the models.
+        """Versions, state, coverage and latest evaluation of every model, and the real-time
+        model's lag behind EVENTS. No errors of its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,22 +125,22 @@ def add_RecommendServiceServicer_to_server(servicer, server):
             'SimilarItems': grpc.unary_unary_rpc_method_handler(
                     servicer.SimilarItems,
                     request_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.SimilarItemsRequest.FromString,
-                    response_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.RecommendResponse.SerializeToString,
+                    response_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.SimilarItemsResponse.SerializeToString,
             ),
             'Popular': grpc.unary_unary_rpc_method_handler(
                     servicer.Popular,
                     request_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.PopularRequest.FromString,
-                    response_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.RecommendResponse.SerializeToString,
+                    response_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.PopularResponse.SerializeToString,
             ),
             'TrainModel': grpc.unary_unary_rpc_method_handler(
                     servicer.TrainModel,
                     request_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.TrainModelRequest.FromString,
-                    response_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.ModelStatus.SerializeToString,
+                    response_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.TrainModelResponse.SerializeToString,
             ),
             'GetModelStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelStatus,
                     request_deserializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.GetModelStatusRequest.FromString,
-                    response_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.ModelStatus.SerializeToString,
+                    response_serializer=tailor_dot_recommend_dot_v1_dot_recommend__pb2.GetModelStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,7 +197,7 @@ class RecommendService:
             target,
             '/tailor.recommend.v1.RecommendService/SimilarItems',
             tailor_dot_recommend_dot_v1_dot_recommend__pb2.SimilarItemsRequest.SerializeToString,
-            tailor_dot_recommend_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
+            tailor_dot_recommend_dot_v1_dot_recommend__pb2.SimilarItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -212,7 +224,7 @@ class RecommendService:
             target,
             '/tailor.recommend.v1.RecommendService/Popular',
             tailor_dot_recommend_dot_v1_dot_recommend__pb2.PopularRequest.SerializeToString,
-            tailor_dot_recommend_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
+            tailor_dot_recommend_dot_v1_dot_recommend__pb2.PopularResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -239,7 +251,7 @@ class RecommendService:
             target,
             '/tailor.recommend.v1.RecommendService/TrainModel',
             tailor_dot_recommend_dot_v1_dot_recommend__pb2.TrainModelRequest.SerializeToString,
-            tailor_dot_recommend_dot_v1_dot_recommend__pb2.ModelStatus.FromString,
+            tailor_dot_recommend_dot_v1_dot_recommend__pb2.TrainModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -266,7 +278,7 @@ class RecommendService:
             target,
             '/tailor.recommend.v1.RecommendService/GetModelStatus',
             tailor_dot_recommend_dot_v1_dot_recommend__pb2.GetModelStatusRequest.SerializeToString,
-            tailor_dot_recommend_dot_v1_dot_recommend__pb2.ModelStatus.FromString,
+            tailor_dot_recommend_dot_v1_dot_recommend__pb2.GetModelStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

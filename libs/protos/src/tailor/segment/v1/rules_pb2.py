@@ -24,35 +24,36 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from tailor.common.v1 import common_pb2 as tailor_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtailor/segment/v1/rules.proto\x12\x11tailor.segment.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x99\x03\n\x04Rule\x12*\n\x03\x61ll\x18\x01 \x01(\x0b\x32\x1b.tailor.segment.v1.RuleListH\x00\x12*\n\x03\x61ny\x18\x02 \x01(\x0b\x32\x1b.tailor.segment.v1.RuleListH\x00\x12&\n\x03not\x18\x03 \x01(\x0b\x32\x17.tailor.segment.v1.RuleH\x00\x12\x33\n\x05trait\x18\x04 \x01(\x0b\x32\".tailor.segment.v1.TraitComparisonH\x00\x12\x32\n\x05\x65vent\x18\x05 \x01(\x0b\x32!.tailor.segment.v1.EventConditionH\x00\x12\x32\n\x07\x61\x62sence\x18\x06 \x01(\x0b\x32\x1f.tailor.segment.v1.EventAbsenceH\x00\x12\x34\n\x08sequence\x18\x07 \x01(\x0b\x32 .tailor.segment.v1.EventSequenceH\x00\x12\x36\n\x07segment\x18\x08 \x01(\x0b\x32#.tailor.segment.v1.SegmentReferenceH\x00\x42\x06\n\x04node\"2\n\x08RuleList\x12&\n\x05rules\x18\x01 \x03(\x0b\x32\x17.tailor.segment.v1.Rule\"r\n\x0fTraitComparison\x12\r\n\x05trait\x18\x01 \x01(\t\x12)\n\x02op\x18\x02 \x01(\x0e\x32\x1d.tailor.segment.v1.Comparison\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"t\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12)\n\x02op\x18\x02 \x01(\x0e\x32\x1d.tailor.segment.v1.Comparison\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"Q\n\x0c\x45ventMatcher\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x32\n\x07\x66ilters\x18\x02 \x03(\x0b\x32!.tailor.segment.v1.PropertyFilter\"\xf0\x01\n\x0e\x45ventCondition\x12.\n\x05match\x18\x01 \x01(\x0b\x32\x1f.tailor.segment.v1.EventMatcher\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\taggregate\x18\x03 \x01(\x0e\x32\x1c.tailor.segment.v1.Aggregate\x12\x14\n\x0csum_property\x18\x04 \x01(\t\x12)\n\x02op\x18\x05 \x01(\x0e\x32\x1d.tailor.segment.v1.Comparison\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"i\n\x0c\x45ventAbsence\x12.\n\x05match\x18\x01 \x01(\x0b\x32\x1f.tailor.segment.v1.EventMatcher\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd9\x01\n\rEventSequence\x12.\n\x05\x66irst\x18\x01 \x01(\x0b\x32\x1f.tailor.segment.v1.EventMatcher\x12-\n\x04then\x18\x02 \x01(\x0b\x32\x1f.tailor.segment.v1.EventMatcher\x12)\n\x06within\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bthen_absent\x18\x04 \x01(\x08\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"&\n\x10SegmentReference\x12\x12\n\nsegment_id\x18\x01 \x01(\t*\xdd\x01\n\nComparison\x12\x1a\n\x16\x43OMPARISON_UNSPECIFIED\x10\x00\x12\x11\n\rCOMPARISON_EQ\x10\x01\x12\x11\n\rCOMPARISON_NE\x10\x02\x12\x11\n\rCOMPARISON_GT\x10\x03\x12\x11\n\rCOMPARISON_GE\x10\x04\x12\x11\n\rCOMPARISON_LT\x10\x05\x12\x11\n\rCOMPARISON_LE\x10\x06\x12\x11\n\rCOMPARISON_IN\x10\x07\x12\x17\n\x13\x43OMPARISON_CONTAINS\x10\x08\x12\x15\n\x11\x43OMPARISON_EXISTS\x10\t*N\n\tAggregate\x12\x19\n\x15\x41GGREGATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GGREGATE_COUNT\x10\x01\x12\x11\n\rAGGREGATE_SUM\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtailor/segment/v1/rules.proto\x12\x11tailor.segment.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtailor/common/v1/common.proto\"\xd2\x03\n\x04Rule\x12*\n\x03\x61ll\x18\x01 \x01(\x0b\x32\x1b.tailor.segment.v1.RuleListH\x00\x12*\n\x03\x61ny\x18\x02 \x01(\x0b\x32\x1b.tailor.segment.v1.RuleListH\x00\x12&\n\x03not\x18\x03 \x01(\x0b\x32\x17.tailor.segment.v1.RuleH\x00\x12\x33\n\x05trait\x18\x04 \x01(\x0b\x32\".tailor.segment.v1.TraitComparisonH\x00\x12\x32\n\x05\x65vent\x18\x05 \x01(\x0b\x32!.tailor.segment.v1.EventConditionH\x00\x12\x32\n\x07\x61\x62sence\x18\x06 \x01(\x0b\x32\x1f.tailor.segment.v1.EventAbsenceH\x00\x12\x34\n\x08sequence\x18\x07 \x01(\x0b\x32 .tailor.segment.v1.EventSequenceH\x00\x12\x36\n\x07segment\x18\x08 \x01(\x0b\x32#.tailor.segment.v1.SegmentReferenceH\x00\x12\x37\n\x07\x63luster\x18\t \x01(\x0b\x32$.tailor.segment.v1.ClusterAssignmentH\x00\x42\x06\n\x04node\"2\n\x08RuleList\x12&\n\x05rules\x18\x01 \x03(\x0b\x32\x17.tailor.segment.v1.Rule\"\x9e\x01\n\x0fTraitComparison\x12\r\n\x05trait\x18\x01 \x01(\t\x12(\n\x02op\x18\x02 \x01(\x0e\x32\x1c.tailor.common.v1.Comparison\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa0\x01\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12(\n\x02op\x18\x02 \x01(\x0e\x32\x1c.tailor.common.v1.Comparison\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"Q\n\x0c\x45ventMatcher\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x32\n\x07\x66ilters\x18\x02 \x03(\x0b\x32!.tailor.segment.v1.PropertyFilter\"\xeb\x01\n\x0e\x45ventCondition\x12.\n\x05match\x18\x01 \x01(\x0b\x32\x1f.tailor.segment.v1.EventMatcher\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\taggregate\x18\x03 \x01(\x0e\x32\x1c.tailor.segment.v1.Aggregate\x12\x10\n\x08property\x18\x04 \x01(\t\x12(\n\x02op\x18\x05 \x01(\x0e\x32\x1c.tailor.common.v1.Comparison\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"i\n\x0c\x45ventAbsence\x12.\n\x05match\x18\x01 \x01(\x0b\x32\x1f.tailor.segment.v1.EventMatcher\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xef\x01\n\rEventSequence\x12.\n\x05\x66irst\x18\x01 \x01(\x0b\x32\x1f.tailor.segment.v1.EventMatcher\x12-\n\x04then\x18\x02 \x01(\x0b\x32\x1f.tailor.segment.v1.EventMatcher\x12)\n\x06within\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bthen_absent\x18\x04 \x01(\x08\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63orrelate_on\x18\x06 \x03(\t\"&\n\x10SegmentReference\x12\x12\n\nsegment_id\x18\x01 \x01(\t\"7\n\x11\x43lusterAssignment\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\x05*N\n\tAggregate\x12\x19\n\x15\x41GGREGATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GGREGATE_COUNT\x10\x01\x12\x11\n\rAGGREGATE_SUM\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.segment.v1.rules_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPARISON']._serialized_start=1506
-  _globals['_COMPARISON']._serialized_end=1727
-  _globals['_AGGREGATE']._serialized_start=1729
-  _globals['_AGGREGATE']._serialized_end=1807
-  _globals['_RULE']._serialized_start=115
-  _globals['_RULE']._serialized_end=524
-  _globals['_RULELIST']._serialized_start=526
-  _globals['_RULELIST']._serialized_end=576
-  _globals['_TRAITCOMPARISON']._serialized_start=578
-  _globals['_TRAITCOMPARISON']._serialized_end=692
-  _globals['_PROPERTYFILTER']._serialized_start=694
-  _globals['_PROPERTYFILTER']._serialized_end=810
-  _globals['_EVENTMATCHER']._serialized_start=812
-  _globals['_EVENTMATCHER']._serialized_end=893
-  _globals['_EVENTCONDITION']._serialized_start=896
-  _globals['_EVENTCONDITION']._serialized_end=1136
-  _globals['_EVENTABSENCE']._serialized_start=1138
-  _globals['_EVENTABSENCE']._serialized_end=1243
-  _globals['_EVENTSEQUENCE']._serialized_start=1246
-  _globals['_EVENTSEQUENCE']._serialized_end=1463
-  _globals['_SEGMENTREFERENCE']._serialized_start=1465
-  _globals['_SEGMENTREFERENCE']._serialized_end=1503
+  _globals['_AGGREGATE']._serialized_start=1757
+  _globals['_AGGREGATE']._serialized_end=1835
+  _globals['_RULE']._serialized_start=146
+  _globals['_RULE']._serialized_end=612
+  _globals['_RULELIST']._serialized_start=614
+  _globals['_RULELIST']._serialized_end=664
+  _globals['_TRAITCOMPARISON']._serialized_start=667
+  _globals['_TRAITCOMPARISON']._serialized_end=825
+  _globals['_PROPERTYFILTER']._serialized_start=828
+  _globals['_PROPERTYFILTER']._serialized_end=988
+  _globals['_EVENTMATCHER']._serialized_start=990
+  _globals['_EVENTMATCHER']._serialized_end=1071
+  _globals['_EVENTCONDITION']._serialized_start=1074
+  _globals['_EVENTCONDITION']._serialized_end=1309
+  _globals['_EVENTABSENCE']._serialized_start=1311
+  _globals['_EVENTABSENCE']._serialized_end=1416
+  _globals['_EVENTSEQUENCE']._serialized_start=1419
+  _globals['_EVENTSEQUENCE']._serialized_end=1658
+  _globals['_SEGMENTREFERENCE']._serialized_start=1660
+  _globals['_SEGMENTREFERENCE']._serialized_end=1698
+  _globals['_CLUSTERASSIGNMENT']._serialized_start=1700
+  _globals['_CLUSTERASSIGNMENT']._serialized_end=1755
 # @@protoc_insertion_point(module_scope)

@@ -38,12 +38,12 @@ class SegmentServiceStub:
         self.CreateSegment = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/CreateSegment',
                 request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.CreateSegmentRequest.SerializeToString,
-                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.FromString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.CreateSegmentResponse.FromString,
                 _registered_method=True)
         self.UpdateSegment = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/UpdateSegment',
                 request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.UpdateSegmentRequest.SerializeToString,
-                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.FromString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.UpdateSegmentResponse.FromString,
                 _registered_method=True)
         self.DeleteSegment = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/DeleteSegment',
@@ -53,12 +53,22 @@ class SegmentServiceStub:
         self.GetSegment = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/GetSegment',
                 request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.GetSegmentRequest.SerializeToString,
-                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.FromString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.GetSegmentResponse.FromString,
                 _registered_method=True)
         self.ListSegments = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/ListSegments',
                 request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentsRequest.SerializeToString,
                 response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.ListSegmentVersions = channel.unary_unary(
+                '/tailor.segment.v1.SegmentService/ListSegmentVersions',
+                request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentVersionsRequest.SerializeToString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentVersionsResponse.FromString,
+                _registered_method=True)
+        self.ValidateRule = channel.unary_unary(
+                '/tailor.segment.v1.SegmentService/ValidateRule',
+                request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ValidateRuleRequest.SerializeToString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ValidateRuleResponse.FromString,
                 _registered_method=True)
         self.PreviewSegment = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/PreviewSegment',
@@ -80,20 +90,25 @@ class SegmentServiceStub:
                 request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSubjectSegmentsRequest.SerializeToString,
                 response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSubjectSegmentsResponse.FromString,
                 _registered_method=True)
-        self.DiscoverClusters = channel.unary_unary(
-                '/tailor.segment.v1.SegmentService/DiscoverClusters',
-                request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.DiscoverClustersRequest.SerializeToString,
-                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ClusterRun.FromString,
+        self.RunClustering = channel.unary_unary(
+                '/tailor.segment.v1.SegmentService/RunClustering',
+                request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.RunClusteringRequest.SerializeToString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.RunClusteringResponse.FromString,
                 _registered_method=True)
         self.GetClusterRun = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/GetClusterRun',
                 request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.GetClusterRunRequest.SerializeToString,
-                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ClusterRun.FromString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.GetClusterRunResponse.FromString,
+                _registered_method=True)
+        self.ListClusterRuns = channel.unary_unary(
+                '/tailor.segment.v1.SegmentService/ListClusterRuns',
+                request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListClusterRunsRequest.SerializeToString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListClusterRunsResponse.FromString,
                 _registered_method=True)
         self.PromoteCluster = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/PromoteCluster',
                 request_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.PromoteClusterRequest.SerializeToString,
-                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.FromString,
+                response_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.PromoteClusterResponse.FromString,
                 _registered_method=True)
         self.AuditSegments = channel.unary_unary(
                 '/tailor.segment.v1.SegmentService/AuditSegments',
@@ -107,94 +122,134 @@ class SegmentServiceServicer:
     """
 
     def CreateSegment(self, request, context):
-        """Create a segment from a rule (protobuf or text form).
-        INVALID_ARGUMENT: rule does not parse or type-check; the field violation points at the
-        offending part (text offset or rule path). ALREADY_EXISTS: id taken.
+        """Create a segment (version 1); its initial membership is computed in the background
+        (state BACKFILLING, then ACTIVE). INVALID_ARGUMENT: bad id, empty name, invalid rule,
+        unknown purpose, reference to an unknown segment. ALREADY_EXISTS: id taken (also by a
+        deleted segment).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateSegment(self, request, context):
-        """Change a segment; creates a new version. FAILED_PRECONDITION: expected_version stale.
+        """Change a segment's name, description, rule or purpose, creating a new version;
+        membership is re-evaluated (exits and entries say DEFINITION_CHANGED). NOT_FOUND:
+        unknown id. ABORTED: expected_version is not the current version (read it again).
+        INVALID_ARGUMENT: as for CreateSegment, or a reference that would form a cycle.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSegment(self, request, context):
-        """Delete a segment; members exit. NOT_FOUND: unknown id.
+        """Delete a segment; every member exits (SEGMENT_DELETED). NOT_FOUND: unknown id.
+        FAILED_PRECONDITION: another segment's rule refers to it (their ids in the message).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSegment(self, request, context):
-        """One segment. NOT_FOUND: unknown id.
+        """One segment, at its current or an earlier version. NOT_FOUND: unknown id or version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSegments(self, request, context):
-        """All segments, paginated.
+        """Segments, by id, paginated (default 50, max 500). INVALID_ARGUMENT: bad page token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegmentVersions(self, request, context):
+        """Every version of a segment's definition, newest first, paginated (default 20, max 200).
+        NOT_FOUND: unknown id. INVALID_ARGUMENT: bad page token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateRule(self, request, context):
+        """Parse and check a rule without saving or evaluating it: its canonical protobuf and text
+        forms, or every problem found. Problems are the answer here, not an error.
+        INVALID_ARGUMENT: neither form given.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PreviewSegment(self, request, context):
-        """Size and a sample of a rule on current data, without saving it.
-        INVALID_ARGUMENT as for CreateSegment.
+        """Size and a sample of a rule on current data, without saving it (only subjects with
+        consent for the purpose count). INVALID_ARGUMENT: as for CreateSegment, sample size over
+        100. DEADLINE_EXCEEDED: the evaluation took longer than the call's deadline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListMembers(self, request, context):
-        """Members of a segment, paginated. NOT_FOUND: unknown id.
+        """Current members of a segment, by entry time, paginated (default 100, max 1000).
+        NOT_FOUND: unknown id. INVALID_ARGUMENT: bad page token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def IsMember(self, request, context):
-        """Whether a subject is a member now.
+        """Whether a subject is a member now. NOT_FOUND: unknown segment id (an unknown subject is
+        simply not a member). INVALID_ARGUMENT: empty subject id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSubjectSegments(self, request, context):
-        """Segments a subject belongs to.
+        """The segments a subject belongs to now. INVALID_ARGUMENT: empty subject id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def DiscoverClusters(self, request, context):
-        """Run K-Means discovery now. FAILED_PRECONDITION: too few profiles.
+    def RunClustering(self, request, context):
+        """Start a K-Means discovery run now (it also runs on its schedule); answers when started.
+        INVALID_ARGUMENT: k_min < 2, k_max < k_min, k_max > 50, unknown feature or purpose.
+        FAILED_PRECONDITION: a run is already in progress, or too few profiles with consent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetClusterRun(self, request, context):
-        """The latest discovery run. NOT_FOUND: none yet.
+        """One discovery run with its clusters. NOT_FOUND: unknown run, or no run yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClusterRuns(self, request, context):
+        """Discovery runs, newest first, paginated (default 20, max 200), without their clusters.
+        INVALID_ARGUMENT: bad page token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PromoteCluster(self, request, context):
-        """Turn a discovered cluster into a named segment. NOT_FOUND: unknown run or cluster.
+        """Turn a discovered cluster into a named segment whose rule is the cluster assignment.
+        NOT_FOUND: unknown run or cluster. FAILED_PRECONDITION: the run has not completed.
+        ALREADY_EXISTS: segment id taken. INVALID_ARGUMENT: as for CreateSegment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AuditSegments(self, request, context):
-        """Sizes, overlaps, over-segmentation warnings, composition and freshness.
+        """Audit segments: sizes, pairwise overlaps, warnings for tiny segments and near-duplicates,
+        composition against the population on demographic attributes (representation ratio per
+        value, flagged beyond the threshold), and freshness of members' data.
+        NOT_FOUND: an unknown segment id. INVALID_ARGUMENT: unknown attribute, threshold <= 1.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,12 +261,12 @@ def add_SegmentServiceServicer_to_server(servicer, server):
             'CreateSegment': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSegment,
                     request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.CreateSegmentRequest.FromString,
-                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.SerializeToString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.CreateSegmentResponse.SerializeToString,
             ),
             'UpdateSegment': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateSegment,
                     request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.UpdateSegmentRequest.FromString,
-                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.SerializeToString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.UpdateSegmentResponse.SerializeToString,
             ),
             'DeleteSegment': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSegment,
@@ -221,12 +276,22 @@ def add_SegmentServiceServicer_to_server(servicer, server):
             'GetSegment': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSegment,
                     request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.GetSegmentRequest.FromString,
-                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.SerializeToString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.GetSegmentResponse.SerializeToString,
             ),
             'ListSegments': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSegments,
                     request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentsRequest.FromString,
                     response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'ListSegmentVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegmentVersions,
+                    request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentVersionsRequest.FromString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentVersionsResponse.SerializeToString,
+            ),
+            'ValidateRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateRule,
+                    request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ValidateRuleRequest.FromString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ValidateRuleResponse.SerializeToString,
             ),
             'PreviewSegment': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewSegment,
@@ -248,20 +313,25 @@ def add_SegmentServiceServicer_to_server(servicer, server):
                     request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSubjectSegmentsRequest.FromString,
                     response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListSubjectSegmentsResponse.SerializeToString,
             ),
-            'DiscoverClusters': grpc.unary_unary_rpc_method_handler(
-                    servicer.DiscoverClusters,
-                    request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.DiscoverClustersRequest.FromString,
-                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ClusterRun.SerializeToString,
+            'RunClustering': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunClustering,
+                    request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.RunClusteringRequest.FromString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.RunClusteringResponse.SerializeToString,
             ),
             'GetClusterRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetClusterRun,
                     request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.GetClusterRunRequest.FromString,
-                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ClusterRun.SerializeToString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.GetClusterRunResponse.SerializeToString,
+            ),
+            'ListClusterRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusterRuns,
+                    request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListClusterRunsRequest.FromString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.ListClusterRunsResponse.SerializeToString,
             ),
             'PromoteCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.PromoteCluster,
                     request_deserializer=tailor_dot_segment_dot_v1_dot_segment__pb2.PromoteClusterRequest.FromString,
-                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.SerializeToString,
+                    response_serializer=tailor_dot_segment_dot_v1_dot_segment__pb2.PromoteClusterResponse.SerializeToString,
             ),
             'AuditSegments': grpc.unary_unary_rpc_method_handler(
                     servicer.AuditSegments,
@@ -296,7 +366,7 @@ class SegmentService:
             target,
             '/tailor.segment.v1.SegmentService/CreateSegment',
             tailor_dot_segment_dot_v1_dot_segment__pb2.CreateSegmentRequest.SerializeToString,
-            tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.FromString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.CreateSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -323,7 +393,7 @@ class SegmentService:
             target,
             '/tailor.segment.v1.SegmentService/UpdateSegment',
             tailor_dot_segment_dot_v1_dot_segment__pb2.UpdateSegmentRequest.SerializeToString,
-            tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.FromString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.UpdateSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -377,7 +447,7 @@ class SegmentService:
             target,
             '/tailor.segment.v1.SegmentService/GetSegment',
             tailor_dot_segment_dot_v1_dot_segment__pb2.GetSegmentRequest.SerializeToString,
-            tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.FromString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.GetSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -405,6 +475,60 @@ class SegmentService:
             '/tailor.segment.v1.SegmentService/ListSegments',
             tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentsRequest.SerializeToString,
             tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegmentVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.segment.v1.SegmentService/ListSegmentVersions',
+            tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentVersionsRequest.SerializeToString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.ListSegmentVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.segment.v1.SegmentService/ValidateRule',
+            tailor_dot_segment_dot_v1_dot_segment__pb2.ValidateRuleRequest.SerializeToString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.ValidateRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -524,7 +648,7 @@ class SegmentService:
             _registered_method=True)
 
     @staticmethod
-    def DiscoverClusters(request,
+    def RunClustering(request,
             target,
             options=(),
             channel_credentials=None,
@@ -537,9 +661,9 @@ class SegmentService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tailor.segment.v1.SegmentService/DiscoverClusters',
-            tailor_dot_segment_dot_v1_dot_segment__pb2.DiscoverClustersRequest.SerializeToString,
-            tailor_dot_segment_dot_v1_dot_segment__pb2.ClusterRun.FromString,
+            '/tailor.segment.v1.SegmentService/RunClustering',
+            tailor_dot_segment_dot_v1_dot_segment__pb2.RunClusteringRequest.SerializeToString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.RunClusteringResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -566,7 +690,34 @@ class SegmentService:
             target,
             '/tailor.segment.v1.SegmentService/GetClusterRun',
             tailor_dot_segment_dot_v1_dot_segment__pb2.GetClusterRunRequest.SerializeToString,
-            tailor_dot_segment_dot_v1_dot_segment__pb2.ClusterRun.FromString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.GetClusterRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusterRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.segment.v1.SegmentService/ListClusterRuns',
+            tailor_dot_segment_dot_v1_dot_segment__pb2.ListClusterRunsRequest.SerializeToString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.ListClusterRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -593,7 +744,7 @@ class SegmentService:
             target,
             '/tailor.segment.v1.SegmentService/PromoteCluster',
             tailor_dot_segment_dot_v1_dot_segment__pb2.PromoteClusterRequest.SerializeToString,
-            tailor_dot_segment_dot_v1_dot_segment__pb2.Segment.FromString,
+            tailor_dot_segment_dot_v1_dot_segment__pb2.PromoteClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,
