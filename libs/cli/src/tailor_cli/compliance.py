@@ -30,6 +30,7 @@ from tailor_core.auth import mint_token
 from tailor_core.envelopes import timestamp
 
 COMPLIANCE_SCOPES = [
+    "consent:check",
     "consent:write",
     "consent:read",
     "consent:admin",

@@ -87,7 +87,7 @@ class IdentityFollower:
         for decision in stored:
             await audit.append(
                 conn,
-                "consent_recorded",
+                "identity_merged",
                 "identity_merge",
                 subject_id=survivor,
                 purpose=decision.purpose,

@@ -160,6 +160,7 @@ _ACTIONS = {
     audit_pb2.AUDIT_ACTION_ERASURE_STEP: "erasure_step",
     audit_pb2.AUDIT_ACTION_PURPOSE_CHANGED: "purpose_changed",
     audit_pb2.AUDIT_ACTION_MASTER_KEY_ROTATED: "master_key_rotated",
+    audit_pb2.AUDIT_ACTION_IDENTITY_MERGED: "identity_merged",
 }
 _ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
 
