@@ -21,6 +21,8 @@ PrincipalKind = Literal["service", "compliance", "client"]
 _KINDS: frozenset[str] = frozenset({"service", "compliance", "client"})
 _ALGORITHM = "HS256"
 MIN_SECRET_LENGTH = 32
+#: How far in the future a token's ``iat`` may lie: the minting host's clock may run ahead.
+MAX_CLOCK_SKEW_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,8 @@ def mint_token(
 ) -> str:
     """Sign a token for ``sub`` holding ``scopes``, valid for ``ttl_seconds``."""
     _check_secret(secret)
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
     now = int(time.time())
     claims = {
         "sub": sub,
@@ -90,16 +94,27 @@ class TokenVerifier:
                 token,
                 self._secret,
                 algorithms=[_ALGORITHM],
-                options={"require": ["sub", "exp", "iat"]},
+                # PyJWT refuses any iat after its own clock, so a token minted on a host whose
+                # clock runs a little ahead would fail at random; iat is checked below instead.
+                options={"require": ["sub", "exp", "iat"], "verify_iat": False},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("invalid token") from None
-        kind, scopes = claims.get("kind"), claims.get("scopes", [])
-        if kind not in _KINDS or not isinstance(scopes, list):
+        sub, kind, scopes, iat = (claims.get(k) for k in ("sub", "kind", "scopes", "iat"))
+        if (
+            not isinstance(sub, str)
+            or not sub
+            or kind not in _KINDS
+            or not isinstance(scopes, list)
+            or not all(isinstance(scope, str) for scope in scopes)
+            or not isinstance(iat, int | float)
+        ):
             raise Unauthenticated("invalid token claims")
-        principal = Principal(kind=kind, id=str(claims["sub"]), scopes=frozenset(map(str, scopes)))
+        if iat > time.time() + MAX_CLOCK_SKEW_SECONDS:
+            raise Unauthenticated("token issued in the future")
+        principal = Principal(kind=kind, id=sub, scopes=frozenset(scopes))
         return principal, float(claims["exp"])
 
 
@@ -114,7 +129,11 @@ ApiKeyVerifier = Callable[[str], Awaitable[Principal]]
 
 
 class BearerTokenAuthenticator:
-    """``authorization: Bearer <token>``; optionally ``x-api-key`` for client apps."""
+    """``authorization: Bearer <token>``; optionally ``x-api-key`` for client apps.
+
+    A bearer token, when sent, decides alone: a bad token is refused even if an API key
+    comes with it, so a caller never silently falls back to other credentials.
+    """
 
     def __init__(self, verifier: TokenVerifier, api_keys: ApiKeyVerifier | None = None) -> None:
         self._verifier = verifier
@@ -127,7 +146,11 @@ class BearerTokenAuthenticator:
             if scheme.lower() != "bearer" or not token:
                 raise Unauthenticated("authorization must be 'Bearer <token>'")
             return self._verifier.verify(token.strip())
+        if self._api_keys is None:
+            raise Unauthenticated("missing credentials: send 'authorization: Bearer <token>'")
         api_key = metadata.get("x-api-key", "")
-        if api_key and self._api_keys is not None:
-            return await self._api_keys(api_key)
-        raise Unauthenticated("missing credentials: send 'authorization: Bearer <token>'")
+        if not api_key:
+            raise Unauthenticated(
+                "missing credentials: send 'authorization: Bearer <token>' or 'x-api-key'"
+            )
+        return await self._api_keys(api_key)

@@ -15,13 +15,16 @@ Every RPC of every service passes through :class:`ServiceInterceptor`, which:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import inspect
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -44,6 +47,10 @@ _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 
 ScopeResolver = Callable[[str], str | None]
 
+#: A client's ``x-request-id`` is kept only if it looks like an id: it goes into every log
+#: line, so it must not be a way to log an e-mail address or a megabyte of text.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+-]{1,128}")
+
 _GRPC_CODES = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -56,6 +63,14 @@ _GRPC_CODES = {
     ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
+
+
+def request_id_from(metadata: dict[str, Any]) -> str:
+    """The caller's ``x-request-id`` when it is a plausible id, else a new uuid4."""
+    supplied = metadata.get("x-request-id")
+    if isinstance(supplied, str) and _REQUEST_ID.fullmatch(supplied):
+        return supplied
+    return str(uuid.uuid4())
 
 
 def current_principal() -> Principal:
@@ -173,7 +188,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def authorize(self, method: str, context: grpc.aio.ServicerContext) -> Principal:
         scope = self._scope_of(method)
-        metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
+        metadata = {
+            key.lower(): value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)  # binary (-bin) headers carry no credentials
+        }
         principal = await self._authenticator.authenticate(metadata)
         if scope is None:
             raise _Denied(f"{method} declares no required scope; refusing by default")
@@ -198,12 +217,14 @@ class _Call:
         self._outcome = _Outcome()
 
     async def __aenter__(self) -> _Call:
-        metadata = dict(self._context.invocation_metadata() or ())
-        self._request_id = str(metadata.get("x-request-id") or uuid.uuid4())
+        self._request_id = request_id_from(dict(self._context.invocation_metadata() or ()))
         self._request_token = set_request_id(self._request_id)
         self._started = time.perf_counter()
-        self._context.set_trailing_metadata((("x-request-id", self._request_id),))
+        self._context.set_trailing_metadata(self._trailers())
         return self
+
+    def _trailers(self) -> tuple[tuple[str, str], ...]:
+        return (("x-request-id", self._request_id),)
 
     async def _authorize(self) -> None:
         self._token = _principal.set(await self._owner.authorize(self._method, self._context))
@@ -243,7 +264,7 @@ class _Call:
             await self._context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, f"{self._method} is not implemented yet"
             )
-        log.exception("unhandled error in RPC", method=self._method)
+        log.exception("unhandled error in RPC", method=self._method, error=type(exc).__name__)
         self._outcome.code = grpc.StatusCode.INTERNAL
         await self._context.abort(
             grpc.StatusCode.INTERNAL, f"internal error (request id {self._request_id})"
@@ -252,10 +273,33 @@ class _Call:
     async def _abort(self, error: DomainError) -> None:
         status = to_status(error)
         self._outcome.code = status.code
-        await self._context.abort(status.code, status.details, status.trailing_metadata)
+        # abort() replaces the trailers set so far; keep the request id beside the details.
+        await self._context.abort(
+            status.code, status.details, (*self._trailers(), *status.trailing_metadata)
+        )
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    def _settle_outcome(self, exc_type: type[BaseException] | None) -> None:
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError | GeneratorExit):
+            # gRPC cancels the handler when the client goes away or its deadline passes.
+            remaining = self._context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            self._outcome.code = (
+                grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            )
+        elif self._outcome.code is grpc.StatusCode.OK:
+            # A handler may answer with context.set_code(...) instead of raising.
+            code = self._context.code()
+            if isinstance(code, grpc.StatusCode):
+                self._outcome.code = code
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         elapsed = time.perf_counter() - self._started
+        self._settle_outcome(exc_type)
         code = self._outcome.code.name
         service = self._owner._service
         GRPC_REQUESTS.labels(service, self._method, code).inc()

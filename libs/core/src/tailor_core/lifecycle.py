@@ -79,12 +79,17 @@ class ServiceRuntime:
         return self.exit_code
 
     async def shutdown(self) -> None:
+        """Stop the server, then the background loops, then run the hooks (newest first).
+
+        Each step is bounded by the grace period and a failing step never skips the next:
+        the pool must close even when a consumer's ``stop()`` raised.
+        """
         self._stopping = True
         if self._server is not None:
             await self._server.stop(self._grace)
         for _, stop in self._loops:
             if stop is not None:
-                await stop()
+                await self._bounded("background loop stop", stop)
         tasks = [task for task, _ in self._loops]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self._grace)
@@ -93,12 +98,14 @@ class ServiceRuntime:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for hook in reversed(self._hooks):
-            try:
-                await hook()
-            except Exception as exc:  # one failing hook must not skip the others
-                log.warning(
-                    "shutdown hook failed",
-                    hook=getattr(hook, "__qualname__", "?"),
-                    error=type(exc).__name__,
-                )
+            await self._bounded("shutdown hook", hook)
         log.info("stopped", exit_code=self.exit_code)
+
+    async def _bounded(self, what: str, step: Hook) -> None:
+        name = getattr(step, "__qualname__", "?")
+        try:
+            await asyncio.wait_for(step(), self._grace)
+        except TimeoutError:
+            log.warning(f"{what} did not finish in time", hook=name, grace_seconds=self._grace)
+        except Exception as exc:  # one failing step must not skip the others
+            log.warning(f"{what} failed", hook=name, error=type(exc).__name__)

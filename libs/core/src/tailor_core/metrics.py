@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -30,10 +31,14 @@ class MetricsServer:
     _thread: threading.Thread | None = None
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop serving and free the port; safe to call twice."""
+        server, self._server = self._server, None
+        if server is not None:
+            # shutdown() waits for the serving thread's next poll (up to 0.5 s): off the loop.
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
 
 
 def start_metrics_server(port: int, host: str = "0.0.0.0") -> MetricsServer:
