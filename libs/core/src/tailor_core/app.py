@@ -19,7 +19,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from tailor_core.auth import BearerTokenAuthenticator, TokenVerifier
+from tailor_core.auth import ApiKeyVerifier, BearerTokenAuthenticator, TokenVerifier
 from tailor_core.bus import connect, platform_streams, provision_streams
 from tailor_core.consent_client import ConsentClient, ServiceToken
 from tailor_core.db import create_pool
@@ -69,6 +69,8 @@ class Components:
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
     #: Export and erase handlers for data-subject requests (every service registers them).
     privacy: PrivacyHandlers | None = None
+    #: Verifies ``x-api-key`` credentials of client apps (ingest); None = tokens only.
+    api_keys: ApiKeyVerifier | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
         service_name=definition.name,
         services=components.services,
         authenticator=BearerTokenAuthenticator(
-            TokenVerifier(settings.token_secret.get_secret_value())
+            TokenVerifier(settings.token_secret.get_secret_value()), components.api_keys
         ),
         host=settings.grpc_host,
         port=settings.grpc_port,

@@ -69,7 +69,22 @@ class FailedPrecondition(DomainError):
 
 
 class ResourceExhausted(DomainError):
+    """Too much at once: the caller should retry after ``retry_after_seconds``.
+
+    The delay travels as ``google.rpc.RetryInfo`` beside the status.
+    """
+
     code = ErrorCode.RESOURCE_EXHAUSTED
+
+    def __init__(
+        self,
+        message: str,
+        field_violations: Sequence[FieldViolation] = (),
+        *,
+        retry_after_seconds: float = 1.0,
+    ) -> None:
+        super().__init__(message, field_violations)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Unavailable(DomainError):

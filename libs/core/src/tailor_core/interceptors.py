@@ -23,6 +23,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from functools import cache
 from types import TracebackType
 from typing import Any
@@ -34,7 +35,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from tailor_core.auth import Authenticator, Principal
-from tailor_core.errors import DomainError, ErrorCode
+from tailor_core.errors import DomainError, ErrorCode, ResourceExhausted
 from tailor_core.logs import reset_request_id, set_request_id
 from tailor_core.metrics import GRPC_REQUESTS, GRPC_SECONDS
 
@@ -109,6 +110,10 @@ def to_status(error: DomainError) -> Any:
             ]
         )
         status.details.add().Pack(details)
+    if isinstance(error, ResourceExhausted):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromTimedelta(timedelta(seconds=error.retry_after_seconds))
+        status.details.add().Pack(retry)
     return rpc_status.to_status(status)
 
 

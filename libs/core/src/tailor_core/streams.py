@@ -92,8 +92,13 @@ class Naming:
         """Filter subject of one partition of EVENTS or PROFILE (for partitioned consumers)."""
         return f"{self.root(stream)}.{partition}.>"
 
-    def rejected_subject(self, source: str) -> str:
-        return f"{self.root(Stream.REJECTED)}.{safe_token(source)}"
+    def rejected_subject(self, source: str, subject_id: str = "") -> str:
+        """``rejected.<source>.<token>``; ``anonymous`` stands in when no subject id is known.
+
+        The token lets an erasure purge a person's rejected events too.
+        """
+        token = subject_token(subject_id) if subject_id else "anonymous"
+        return f"{self.root(Stream.REJECTED)}.{safe_token(source)}.{token}"
 
     def segment_subject(self, segment_id: str, change: str) -> str:
         return f"{self.root(Stream.SEGMENT)}.{safe_token(segment_id)}.{safe_token(change)}"
@@ -116,6 +121,7 @@ class Naming:
             Stream.EVENTS: f"{self.root(Stream.EVENTS)}.{partition}.{token}.>",
             Stream.PROFILE: f"{self.root(Stream.PROFILE)}.{partition}.{token}.>",
             Stream.CONSENT: f"{self.root(Stream.CONSENT)}.{token}.>",
+            Stream.REJECTED: f"{self.root(Stream.REJECTED)}.*.{token}",
         }
 
     def _partitioned(self, stream: Stream, subject_id: str, last: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from tailor_core import errors
@@ -169,3 +169,11 @@ async def test_unexpected_exception_in_a_bidi_stream_is_internal_and_leaks_nothi
     details = caught.value.details() or ""
     assert "alice" not in details
     assert "RuntimeError" not in details
+
+
+def test_resource_exhausted_tells_the_caller_when_to_retry() -> None:
+    status = to_status(ResourceExhausted("rate limit", retry_after_seconds=2.5))
+    packed = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    retry = error_details_pb2.RetryInfo()
+    assert status_pb2.Status.FromString(packed).details[0].Unpack(retry)
+    assert retry.retry_delay.ToTimedelta().total_seconds() == 2.5

@@ -45,3 +45,15 @@ def test_erasure_filters_match_the_subjects_the_subject_was_published_on() -> No
     assert "alice" not in published
     other = naming.event_subject("bob@example.com", "Product Viewed")
     assert not other.startswith(filters[Stream.EVENTS][:-1])
+
+
+def test_rejected_events_of_a_subject_are_purged_by_its_filter() -> None:
+    naming = Naming("", 8)
+    published = naming.rejected_subject("web-shop", "alice@example.com")
+    pattern = naming.subject_filters("alice@example.com")[Stream.REJECTED]
+    root, wildcard, token = pattern.split(".")
+    assert wildcard == "*"
+    assert published.split(".")[0] == root
+    assert published.split(".")[2] == token
+    assert "alice" not in published
+    assert naming.rejected_subject("web-shop").endswith(".anonymous")
