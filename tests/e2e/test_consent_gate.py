@@ -155,3 +155,29 @@ async def test_a_client_that_never_reached_the_consent_service_denies(nc: NatsCl
     finally:
         await gate.close()
     assert (answer.allowed, answer.reason) == (False, "consent_unavailable")
+
+
+async def test_many_checks_at_once_agree_with_single_checks_and_fill_the_cache(
+    consent_service: ServiceProcess, client: ConsentClient
+) -> None:
+    seen = client.invalidations
+    await _record(consent_service, "grant", "granted-user", "analytics")
+
+    async def grant_seen() -> bool:
+        return client.invalidations > seen
+
+    await wait_until(grant_seen, timeout=5, message="grant announced")
+    pairs = [
+        ("granted-user", "analytics"),
+        ("silent-user", "analytics"),
+        ("silent-user", "necessary"),
+        ("granted-user", "mind_reading"),
+    ]
+    answers = await client.check_many(pairs)
+    assert [answers[p].allowed for p in pairs] == [True, False, True, False]
+    assert answers[("granted-user", "mind_reading")].reason == "invalid_request"
+    for pair in pairs:
+        single = await client.check(*pair)
+        assert single.allowed == answers[pair].allowed
+    again = await client.check_many(pairs[:3])
+    assert all(answer.cached for answer in again.values())

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -39,6 +40,8 @@ class ConsentAnswer:
 
 
 DENY_UNAVAILABLE = ConsentAnswer(False, "consent_unavailable")
+#: Most pairs one BatchCheckConsent call may carry.
+BATCH_CHECK_LIMIT = 1000
 
 
 class ServiceToken:
@@ -136,6 +139,67 @@ class ConsentClient:
         if ttl > 0 and self._generation.get(key, 0) == generation:
             self._remember(key, _Entry(answer, time.monotonic() + ttl, reconnects))
         return answer
+
+    async def check_many(
+        self, pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], ConsentAnswer]:
+        """Answers for many (subject id, purpose) pairs: cached ones locally, the misses in
+        one ``BatchCheckConsent`` call per thousand. Deny whatever cannot be answered."""
+        wanted = list(dict.fromkeys(pairs))
+        if not self._healthy or not self._nats.is_connected:
+            return dict.fromkeys(wanted, DENY_UNAVAILABLE)
+        reconnects = int(self._nats.stats.get("reconnects", 0))
+        now = time.monotonic()
+        answers: dict[tuple[str, str], ConsentAnswer] = {}
+        misses: list[tuple[str, str]] = []
+        for subject_id, purpose in wanted:
+            key = (subject_token(subject_id), purpose) if subject_id else ("", purpose)
+            entry = self._cache.get(key)
+            if entry is not None and entry.expires_at > now and entry.reconnects == reconnects:
+                answers[(subject_id, purpose)] = ConsentAnswer(
+                    entry.answer.allowed, entry.answer.reason, cached=True
+                )
+            else:
+                misses.append((subject_id, purpose))
+        for start in range(0, len(misses), BATCH_CHECK_LIMIT):
+            chunk = misses[start : start + BATCH_CHECK_LIMIT]
+            keys = [(subject_token(s), p) if s else ("", p) for s, p in chunk]
+            generations = [self._generation.get(key, 0) for key in keys]
+            remote = await self._remote_many(chunk)
+            for pair, key, generation, (answer, ttl) in zip(
+                chunk, keys, generations, remote, strict=True
+            ):
+                answers[pair] = answer
+                if ttl > 0 and self._generation.get(key, 0) == generation:
+                    self._remember(key, _Entry(answer, time.monotonic() + ttl, reconnects))
+        return answers
+
+    async def _remote_many(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> list[tuple[ConsentAnswer, float]]:
+        if len(pairs) == 1:
+            return [await self._remote(*pairs[0])]
+        request = consent_pb2.BatchCheckConsentRequest(
+            checks=[consent_pb2.CheckConsentRequest(subject_id=s, purpose=p) for s, p in pairs]
+        )
+        try:
+            reply = await self._stub.BatchCheckConsent(
+                request,
+                metadata=(("authorization", f"Bearer {self._token.value}"),),
+                timeout=self._timeout * 4,
+            )
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                # One bad pair spoils the batch: ask one by one so the others get answers.
+                return [await self._remote(s, p) for s, p in pairs]
+            reason = "timeout" if code == grpc.StatusCode.DEADLINE_EXCEEDED else ""
+            log.warning("consent batch check failed; denying", code=code.name if code else "?")
+            denied = ConsentAnswer(False, reason) if reason else DENY_UNAVAILABLE
+            return [(denied, 0.0)] * len(pairs)
+        return [
+            (ConsentAnswer(r.allowed, r.reason), float(r.cache_ttl_seconds)) for r in reply.results
+        ]
 
     async def _remote(self, subject_id: str, purpose: str) -> tuple[ConsentAnswer, float]:
         try:

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     PERMISSION_DENIED = "PERMISSION_DENIED"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ABORTED = "ABORTED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
@@ -66,6 +67,12 @@ class Unauthenticated(DomainError):
 
 class FailedPrecondition(DomainError):
     code = ErrorCode.FAILED_PRECONDITION
+
+
+class Aborted(DomainError):
+    """A concurrent change won (e.g. an optimistic version check failed): read and retry."""
+
+    code = ErrorCode.ABORTED
 
 
 class ResourceExhausted(DomainError):

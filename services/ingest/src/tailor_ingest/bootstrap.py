@@ -1,38 +1,74 @@
-"""Composition root of the ingest service: the one place that wires its parts together.
-
-The v1 servicers below are the generated bases, which answer UNIMPLEMENTED for every RPC
-until the ingest service's own issue lands its domain code, repository and servicer.
-"""
+"""Composition root of the ingest service: the one place that wires its parts together."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from tailor.ingest.v1 import admin_pb2_grpc, ingest_pb2_grpc
-from tailor_core.app import Components, ServiceContext, ServiceDefinition
-from tailor_core.privacy import PrivacyHandlers, holds_nothing_erase, holds_nothing_export
-from tailor_core.server import ServiceBinding, unimplemented
+from tailor_core.app import SERVICE_SCOPES, Components, ServiceContext, ServiceDefinition
+from tailor_core.consent_client import ServiceToken
+from tailor_core.server import ServiceBinding
+from tailor_ingest import privacy_handlers
+from tailor_ingest.adapters.subject_keys import SubjectKeys
+from tailor_ingest.api_keys import ApiKeyRegistry
+from tailor_ingest.capacity import Capacity
+from tailor_ingest.collector import Collector
+from tailor_ingest.entrypoints.grpc import IngestAdminServicer, IngestServicer
+from tailor_ingest.key_admin import KeyAdmin
+from tailor_ingest.plans import PlanBook
+from tailor_ingest.quality import QualityCounters
+from tailor_ingest.retention import DedupRetention
+from tailor_ingest.settings import IngestSettings
 
 
 async def build(context: ServiceContext) -> Components:
-    """Build the ingest service's gRPC services and consumers from the shared context."""
+    """Build the ingest service's gRPC services, background loops and privacy handlers."""
+    settings = context.settings
+    assert isinstance(settings, IngestSettings)
+    secret = settings.token_secret.get_secret_value()
+    keys = SubjectKeys(settings.consent_addr, ServiceToken(secret, "ingest", SERVICE_SCOPES))
+    registry = ApiKeyRegistry(
+        context.pool,
+        default_rate=settings.default_rate_limit,
+        default_burst=settings.default_burst,
+    )
+    plans = PlanBook(context.pool)
+    counters = QualityCounters(context.pool)
+    collector = Collector(
+        pool=context.pool,
+        js=context.js,
+        naming=context.naming,
+        consent=context.consent,
+        keys=keys,
+        plans=plans,
+        counters=counters,
+    )
     return Components(
         services=[
             ServiceBinding(
                 ingest_pb2_grpc.add_IngestServiceServicer_to_server,
-                unimplemented(ingest_pb2_grpc.IngestServiceServicer),
+                IngestServicer(collector, registry, Capacity(settings.max_inflight_events)),
                 "tailor.ingest.v1.IngestService",
             ),
             ServiceBinding(
                 admin_pb2_grpc.add_IngestAdminServiceServicer_to_server,
-                unimplemented(admin_pb2_grpc.IngestAdminServiceServicer),
+                IngestAdminServicer(KeyAdmin(context.pool, registry), plans, context.pool),
                 "tailor.ingest.v1.IngestAdminService",
             ),
         ],
-        # Holds no personal data yet: its export is empty and its erasure deletes nothing,
-        # but it takes part in every request, so completion means every service confirmed.
-        privacy=PrivacyHandlers("ingest", holds_nothing_export, holds_nothing_erase),
+        background=[
+            counters,
+            DedupRetention(context.pool, timedelta(days=settings.dedup_retention_days)),
+        ],
+        on_shutdown=[keys.close],
+        privacy=privacy_handlers.handlers(keys),
+        api_keys=registry.authenticate,
     )
 
 
 DEFINITION = ServiceDefinition(
-    name="ingest", migrations_package="tailor_ingest.migrations", build=build
+    name="ingest",
+    migrations_package="tailor_ingest.migrations",
+    build=build,
+    settings_class=IngestSettings,
 )
