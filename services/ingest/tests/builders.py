@@ -34,7 +34,9 @@ def order_event(
                     )
                     for line in range(products)
                 ],
-                revenue=common_pb2.Money(amount=f"{2.55 * quantity * products:.2f}", currency="GBP"),
+                revenue=common_pb2.Money(
+                    amount=f"{2.55 * quantity * products:.2f}", currency="GBP"
+                ),
             ),
         ),
     )

@@ -35,7 +35,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from tailor_core.auth import Authenticator, Principal
-from tailor_core.errors import DomainError, ErrorCode, ResourceExhausted
+from tailor_core.errors import (
+    DomainError,
+    ErrorCode,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+)
 from tailor_core.logs import reset_request_id, set_request_id
 from tailor_core.metrics import GRPC_REQUESTS, GRPC_SECONDS
 
@@ -151,7 +157,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         serializers = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
@@ -159,7 +165,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 async with _Call(self, method, context) as call:
-                    return await call.run(lambda: inner_uu(request, context))
+                    return await call.run(lambda: inner_uu(_decoded(request), context))
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
         if handler.stream_unary is not None:
@@ -167,7 +173,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
                 async with _Call(self, method, context) as call:
-                    return await call.run(lambda: inner_su(requests, context))
+                    return await call.run(lambda: inner_su(_decoded_stream(requests), context))
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
         if handler.unary_stream is not None:
@@ -177,7 +183,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
                 async with _Call(self, method, context) as call:
-                    async for item in call.stream(lambda: inner_us(request, context)):
+                    async for item in call.stream(lambda: inner_us(_decoded(request), context)):
                         yield item
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
@@ -187,7 +193,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             requests: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
             async with _Call(self, method, context) as call:
-                async for item in call.stream(lambda: inner_ss(requests, context)):
+                async for item in call.stream(lambda: inner_ss(_decoded_stream(requests), context)):
                     yield item
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, **serializers)
@@ -205,6 +211,42 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not principal.has_scope(scope):
             raise _Denied(f"this RPC needs scope '{scope}'")
         return principal
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid message of the RPC's type."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Decode without raising: gRPC would answer a raising deserializer with UNKNOWN before
+    any interceptor runs; the sentinel lets the call fail with INVALID_ARGUMENT instead."""
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return _UNDECODABLE
+
+    return decode
+
+
+def _decoded(request: Any) -> Any:
+    if request is _UNDECODABLE:
+        raise InvalidArgument(
+            "the request is not a valid protobuf message of this RPC's type",
+            [FieldViolation("", "malformed protobuf encoding", "MALFORMED_REQUEST")],
+        )
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _decoded(request)
 
 
 class _Denied(DomainError):

@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 
 from tailor.events.v1 import events_pb2
 from tailor.ingest.v1 import ingest_pb2
+from tailor_core import failpoints
 from tailor_core.consent_client import ConsentClient
 from tailor_core.crypto import DataKey, encrypt_field
 from tailor_core.envelopes import (
@@ -231,6 +232,7 @@ class Collector:
                 failures = [o for o in outcomes if isinstance(o, BaseException)]
                 if failures:
                     raise failures[0]
+                failpoints.hit("ingest.after_publish")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("events not stored; the caller will retry", error=type(exc).__name__)
             raise Unavailable("events could not be stored; retry") from None

@@ -10,7 +10,13 @@ import asyncpg
 from tailor_core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from tailor_ingest.adapters import repository
 from tailor_ingest.api_keys import ApiKeyRegistry
-from tailor_ingest.domain.api_keys import DEFAULT_SCOPES, ApiKey, check_key_fields, new_secret
+from tailor_ingest.domain.api_keys import (
+    DEFAULT_SCOPES,
+    KEY_ID,
+    ApiKey,
+    check_key_fields,
+    new_secret,
+)
 
 UPDATABLE = ("label", "scopes", "rate_limit_per_second", "burst", "expires_at")
 
@@ -56,10 +62,12 @@ class KeyAdmin:
             return await repository.insert_key(conn, key), secret
 
     async def get(self, key_id: str) -> ApiKey:
+        if not KEY_ID.fullmatch(key_id):
+            raise NotFound("no such API key")
         async with self._pool.acquire() as conn:
             key = await repository.get_key(conn, key_id)
         if key is None:
-            raise NotFound(f"no API key {key_id!r}")
+            raise NotFound(f"no API key {key_id}")
         return key
 
     async def list(
@@ -96,10 +104,12 @@ class KeyAdmin:
         )
         if "scopes" in changes:
             changes["scopes"] = tuple(dict.fromkeys(changes["scopes"] or DEFAULT_SCOPES))
+        if not KEY_ID.fullmatch(key_id):
+            raise NotFound("no such API key")
         async with self._pool.acquire() as conn, conn.transaction():
             current = await repository.get_key(conn, key_id)
             if current is None:
-                raise NotFound(f"no API key {key_id!r}")
+                raise NotFound(f"no API key {key_id}")
             if current.revoked_at is not None:
                 raise FailedPrecondition(f"API key {key_id} is revoked")
             updated = await repository.update_key(conn, key_id, changes)
@@ -108,9 +118,11 @@ class KeyAdmin:
         return updated
 
     async def revoke(self, key_id: str) -> ApiKey:
+        if not KEY_ID.fullmatch(key_id):
+            raise NotFound("no such API key")
         async with self._pool.acquire() as conn:
             key = await repository.revoke_key(conn, key_id, datetime.now(UTC))
         if key is None:
-            raise NotFound(f"no API key {key_id!r}")
+            raise NotFound(f"no API key {key_id}")
         self._registry.forget(key_id)
         return key

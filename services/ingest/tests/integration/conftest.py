@@ -84,7 +84,9 @@ PlatformFactory = Callable[..., Platform]
 
 
 @pytest.fixture(scope="module")
-async def platform(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+async def platform(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
     namespace = unique_name("i")
     log_dir = tmp_path_factory.mktemp("ingest-logs")
     services = {

@@ -39,7 +39,7 @@ class SubjectKeys:
         self._cache: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()
 
     async def keys_for(self, subject_ids: Iterable[str]) -> dict[str, DataKey | None]:
-        """Encryption key per subject; None for an erased subject.
+        """Encryption key per subject; None for an erased subject (or an impossible id).
 
         Raises Unavailable when the key service cannot answer: nothing personal may leave
         ingest unencrypted, so the caller must retry.
@@ -58,7 +58,10 @@ class SubjectKeys:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            if error.code() in (
+                grpc.StatusCode.FAILED_PRECONDITION,  # erased
+                grpc.StatusCode.INVALID_ARGUMENT,  # an id no key can be made for
+            ):
                 return None
             log.warning("encryption key unavailable", code=error.code().name)
             raise Unavailable("the key service is unavailable; retry") from None

@@ -20,6 +20,7 @@ from tailor_core.errors import (
     ResourceExhausted,
 )
 from tailor_core.interceptors import current_principal
+from tailor_core.wire import check_text, request_duration, request_time
 from tailor_ingest.adapters import repository
 from tailor_ingest.api_keys import ApiKeyRegistry, Caller
 from tailor_ingest.capacity import Capacity
@@ -180,15 +181,9 @@ def _key_proto(key: ApiKey) -> admin_pb2.ApiKey:
     return message
 
 
-def _time(message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    moment: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
-    return moment
-
-
 def _range(request: Any, field: str = "range") -> tuple[datetime | None, datetime | None]:
-    start, end = _time(request.range, "start"), _time(request.range, "end")
+    start = request_time(request.range, "start", f"{field}.start")
+    end = request_time(request.range, "end", f"{field}.end")
     if start is not None and end is not None and end <= start:
         raise InvalidArgument(
             "the range ends before it starts",
@@ -212,7 +207,7 @@ class IngestAdminServicer(admin_pb2_grpc.IngestAdminServiceServicer):
             rate_limit_per_second=request.rate_limit_per_second,
             burst=request.burst,
             label=request.label,
-            expires_at=_time(request, "expires_at"),
+            expires_at=request_time(request, "expires_at", "expires_at"),
             created_by=current_principal().id,
         )
         return admin_pb2.CreateApiKeyResponse(key=_key_proto(key), secret=secret)
@@ -225,6 +220,8 @@ class IngestAdminServicer(admin_pb2_grpc.IngestAdminServiceServicer):
     async def ListApiKeys(
         self, request: admin_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListApiKeysResponse:
+        if request.source_id:
+            check_source_id(request.source_id, "source_id")
         filters = [request.source_id, request.include_revoked]
         cursor = paging.read(request.page.page_token, filters)
         size = paging.page_size(request.page.page_size, 50, 500)
@@ -248,7 +245,7 @@ class IngestAdminServicer(admin_pb2_grpc.IngestAdminServiceServicer):
             if path == "scopes":
                 changes[path] = tuple(request.key.scopes)
             elif path == "expires_at":
-                changes[path] = _time(request.key, "expires_at")
+                changes[path] = request_time(request.key, "expires_at", "key.expires_at")
             elif path in ("label", "rate_limit_per_second", "burst"):
                 changes[path] = getattr(request.key, path)
             else:
@@ -329,6 +326,9 @@ class IngestAdminServicer(admin_pb2_grpc.IngestAdminServiceServicer):
         self, request: admin_pb2.ListRejectedEventsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListRejectedEventsResponse:
         start, end = _range(request)
+        if request.source_id:
+            check_source_id(request.source_id, "source_id")
+        check_text(request.event, "event", 200)
         filters = [request.source_id, int(request.reason), request.event, str(start), str(end)]
         cursor = paging.read(request.page.page_token, filters)
         size = paging.page_size(request.page.page_size, 100, 1000)
@@ -358,6 +358,7 @@ class IngestAdminServicer(admin_pb2_grpc.IngestAdminServiceServicer):
     async def GetRejectedEvent(
         self, request: admin_pb2.GetRejectedEventRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetRejectedEventResponse:
+        check_text(request.rejection_id, "rejection_id", 400)
         async with self._pool.acquire() as conn:
             row = await repository.get_rejection(conn, request.rejection_id)
         if row is None:
@@ -374,7 +375,9 @@ class IngestAdminServicer(admin_pb2_grpc.IngestAdminServiceServicer):
                 [FieldViolation("range.start", "required", "REQUIRED")],
             )
         end = end or datetime.now(UTC) + timedelta(minutes=1)
-        bucket = request.bucket.ToTimedelta() if request.HasField("bucket") else None
+        if request.source_id:
+            check_source_id(request.source_id, "source_id")
+        bucket = request_duration(request, "bucket", "bucket")
         if bucket is not None and (bucket < timedelta(minutes=1) or (end - start) / bucket > 1000):
             raise InvalidArgument(
                 "bucket too small",
