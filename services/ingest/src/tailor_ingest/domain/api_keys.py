@@ -128,12 +128,13 @@ class TokenBucket:
     def take(self, count: int, now: float) -> float:
         """Take ``count`` tokens; 0.0 when granted, else the seconds to wait before retrying.
 
-        A request larger than the burst can never pass: it is refused with the time a full
-        bucket takes, and the caller must split it.
+        A request larger than the burst passes once the bucket is full and leaves it in
+        debt, so the average rate still holds without forcing clients to split batches.
         """
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
-        if count <= self._tokens:
+        needed = min(count, self.burst)
+        if needed <= self._tokens:
             self._tokens -= count
             return 0.0
-        return (min(count, self.burst) - self._tokens) / self.rate
+        return (needed - self._tokens) / self.rate
