@@ -28,7 +28,14 @@ from tailor.common.v1 import common_pb2
 from tailor.events.v1 import events_pb2
 from tailor.ingest.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 from tailor_core.auth import mint_token
-from tailor_core.bus import StreamSpec, connect, delete_streams, platform_streams, provision_streams
+from tailor_core.bus import (
+    StreamSpec,
+    connect,
+    delete_streams,
+    platform_streams,
+    provision_streams,
+    publish_acked,
+)
 from tailor_core.envelopes import customer_event_envelope
 from tailor_core.streams import Naming
 from tailor_core.testing.infra import test_infra
@@ -72,8 +79,14 @@ def order(run: str, n: int, subjects: int) -> events_pb2.CustomerEvent:
     return event
 
 
-async def raw_publish(js: Any, naming: Naming, events: list[Any], publishers: int) -> float:
-    """Raw limit: the same envelopes published straight to JetStream; events/s."""
+async def raw_publish(
+    js: Any, naming: Naming, events: list[Any], publishers: int, *, pipelined: bool
+) -> float:
+    """Raw limit: the same envelopes published straight to JetStream; events/s.
+
+    ``pipelined`` False: ``js.publish`` (a round trip each, 500 in flight); True:
+    ``publish_acked`` (nats-py's publish_async, every ack awaited at once), as ingest does.
+    """
     name = f"{naming.namespace.upper()}_RAW"
     await provision_streams(js, [StreamSpec(name=name, subjects=(f"{naming.namespace}.raw.>",))])
     now = datetime.now(UTC)
@@ -86,16 +99,18 @@ async def raw_publish(js: Any, naming: Naming, events: list[Any], publishers: in
     async def publisher() -> None:
         while not queue.empty():
             chunk = queue.get_nowait()
-            await asyncio.gather(
-                *(
-                    js.publish(
-                        f"{naming.namespace}.raw.{m.subject}",
-                        m.SerializeToString(),
-                        headers={"Nats-Msg-Id": m.id},
-                    )
-                    for m in chunk
+            messages = [
+                (
+                    f"{naming.namespace}.raw.{m.subject}",
+                    m.SerializeToString(),
+                    {"Nats-Msg-Id": m.id},
                 )
-            )
+                for m in chunk
+            ]
+            if pipelined:
+                await publish_acked(js, messages)
+            else:
+                await asyncio.gather(*(js.publish(s, p, headers=h) for s, p, h in messages))
 
     started = time.perf_counter()
     await asyncio.gather(*(publisher() for _ in range(publishers)))
@@ -175,21 +190,28 @@ async def unary_latency(stub: Any, key: Any, run: str, rate: float, seconds: flo
 
 
 async def overload(
-    stub: Any, key: Any, pid: int, run: str, clients: int, seconds: float
+    stub: Any, key: Any, pid: int, run: str, clients: int, batches: int
 ) -> dict[str, float]:
+    """``clients`` callers at once, each sending ``batches`` full batches back to back."""
     process = psutil.Process(pid)
     idle = process.memory_info().rss
     peak = idle
     codes: dict[str, int] = {}
-    stop = time.perf_counter() + seconds
+    prepared = [
+        [
+            ingest_pb2.BatchRequest(
+                events=[order(f"{run}-{c}-{b}", i, 5000) for i in range(BATCH)]
+            ).SerializeToString()
+            for b in range(batches)
+        ]
+        for c in range(clients)
+    ]
+    running = True
 
-    async def client(c: int) -> None:
-        n = 0
-        while time.perf_counter() < stop:
-            chunk = [order(f"{run}-{c}", n + i, 5000) for i in range(BATCH)]
-            n += BATCH
+    async def client(bodies: list[bytes]) -> None:
+        for body in bodies:
             try:
-                await stub.Batch(ingest_pb2.BatchRequest(events=chunk), metadata=key)
+                await stub.Batch(ingest_pb2.BatchRequest.FromString(body), metadata=key)
                 code = "OK"
             except grpc.aio.AioRpcError as error:
                 code = error.code().name
@@ -197,11 +219,14 @@ async def overload(
 
     async def sample() -> None:
         nonlocal peak
-        while time.perf_counter() < stop:
+        while running:
             peak = max(peak, process.memory_info().rss)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
 
-    await asyncio.gather(sample(), *(client(c) for c in range(clients)))
+    sampler = asyncio.create_task(sample())
+    await asyncio.gather(*(client(bodies) for bodies in prepared))
+    running = False
+    await sampler
     return {
         "idle_rss_mib": idle / 2**20,
         "peak_rss_mib": peak / 2**20,
@@ -239,7 +264,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"Bearer {mint_token(SECRET, 'bench', 'compliance', ['ingest:admin'])}",
             ),
         )
-        figures: dict[str, list[float]] = {"raw": [], "batch": [], "stream": []}
+        figures: dict[str, list[float]] = {"raw": [], "raw_async": [], "batch": [], "stream": []}
         try:
             async with grpc.aio.insecure_channel(services["ingest"].address) as channel:
                 admin = admin_pb2_grpc.IngestAdminServiceStub(channel)
@@ -266,7 +291,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         order(f"s{round_}", n, args.subjects) for n in range(args.events)
                     ]
                     raw_events = [order(f"r{round_}", n, args.subjects) for n in range(args.events)]
-                    figures["raw"].append(await raw_publish(js, naming, raw_events, args.clients))
+                    figures["raw"].append(
+                        await raw_publish(js, naming, raw_events, args.clients, pipelined=False)
+                    )
+                    figures["raw_async"].append(
+                        await raw_publish(js, naming, raw_events, args.clients, pipelined=True)
+                    )
                     figures["batch"].append(await batch_path(stub, key, batch_events, args.clients))
                     figures["stream"].append(
                         await stream_path(stub, key, stream_events, args.clients)
@@ -280,7 +310,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     process.pid,
                     "o",
                     args.overload_clients,
-                    args.seconds,
+                    2,
                 )
         finally:
             for service in services.values():
@@ -288,6 +318,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await delete_streams(js, [s.name for s in platform_streams(naming)])
             await nc.drain()
     raw = statistics.median(figures["raw"])
+    raw_async = statistics.median(figures["raw_async"])
     batch = statistics.median(figures["batch"])
     stream = statistics.median(figures["stream"])
     return {
@@ -296,6 +327,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "clients": args.clients,
         "raw_js_publish_per_s": raw,
+        "raw_js_publish_async_per_s": raw_async,
+        "ingest_ratio_to_publish_async": max(batch, stream) / raw_async,
         "ingest_batch_events_per_s": batch,
         "ingest_stream_events_per_s": stream,
         "ingest_events_per_s": max(batch, stream),
@@ -321,7 +354,7 @@ def main() -> None:
         "--clients", type=int, default=4, help="concurrent batch clients, streams, publishers"
     )
     parser.add_argument("--rate", type=float, default=200.0, help="unary Track calls per second")
-    parser.add_argument("--seconds", type=float, default=10.0, help="unary and overload phases")
+    parser.add_argument("--seconds", type=float, default=10.0, help="unary latency phase")
     parser.add_argument("--overload-clients", type=int, default=80)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -334,7 +367,12 @@ def main() -> None:
         f"{args.clients} clients, infra: {r['infra']}"
     )
     rows = [
-        ("raw nats-py JetStream publish (limit)", r["raw_js_publish_per_s"], 1.0),
+        ("raw nats-py js.publish (limit)", r["raw_js_publish_per_s"], 1.0),
+        (
+            "raw nats-py js.publish_async, acks at once",
+            r["raw_js_publish_async_per_s"],
+            r["raw_js_publish_async_per_s"] / r["raw_js_publish_per_s"],
+        ),
         ("ingest Batch (500 per call)", r["ingest_batch_events_per_s"], r["ingest_batch_ratio"]),
         (
             "ingest StreamEvents (500 per message)",
@@ -350,7 +388,7 @@ def main() -> None:
         f"p99 {r['unary_track_p99_ms']:.1f} ms"
     )
     print(
-        f"overload ({args.overload_clients} clients x 500-event batches, {args.seconds:.0f} s): "
+        f"overload ({args.overload_clients} clients x 2 batches of 500 at once): "
         f"RSS {r['overload_idle_rss_mib']:.0f} MiB idle, {r['overload_peak_rss_mib']:.0f} MiB "
         f"peak; {r['overload_calls_ok']} calls served, {r['overload_calls_refused']} refused "
         f"(RESOURCE_EXHAUSTED), {r['overload_calls_other']} other"

@@ -7,6 +7,7 @@ differs, and leave the rest untouched, so every replica may run it at every star
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -177,3 +178,29 @@ async def delete_streams(js: JetStreamContext, names: Sequence[str]) -> None:
     for name in names:
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
+
+
+async def publish_acked(
+    js: JetStreamContext,
+    messages: Sequence[tuple[str, bytes, dict[str, str]]],
+    timeout: float = 5.0,
+) -> None:
+    """Publish ``(subject, payload, headers)`` messages in order and wait until JetStream
+    acknowledged every one; raise the first failure (or TimeoutError).
+
+    Uses nats-py's asynchronous publishing: one write per message and one wait for all the
+    acknowledgements, instead of a request/response round trip per message.
+    """
+    futures = [
+        await js.publish_async(subject, payload, headers=headers)
+        for subject, payload, headers in messages
+    ]
+    if not futures:
+        return
+    done, pending = await asyncio.wait(futures, timeout=timeout)
+    for future in pending:
+        future.cancel()
+    if pending:
+        raise TimeoutError(f"{len(pending)} of {len(futures)} publishes not acknowledged")
+    for future in done:
+        future.result()  # raises the publish's error, if any

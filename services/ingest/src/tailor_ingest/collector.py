@@ -12,7 +12,6 @@ drops.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from nats.js import JetStreamContext
 from tailor.events.v1 import events_pb2
 from tailor.ingest.v1 import ingest_pb2
 from tailor_core import failpoints
+from tailor_core.bus import publish_acked
 from tailor_core.consent_client import ConsentClient
 from tailor_core.crypto import DataKey, encrypt_field
 from tailor_core.envelopes import (
@@ -218,20 +218,20 @@ class Collector:
                 new_rejections = await repository.insert_rejections(
                     conn, [row for row, _ in rejections]
                 )
-                publishes = [
-                    self._publish_event(item, now)
-                    for item in accepted
-                    if item.event.message_id in fresh
-                ]
-                publishes += [
-                    self._publish_rejection(row, message)
-                    for row, message in rejections
-                    if row.rejection_id in new_rejections
-                ]
-                outcomes = await asyncio.gather(*publishes, return_exceptions=True)
-                failures = [o for o in outcomes if isinstance(o, BaseException)]
-                if failures:
-                    raise failures[0]
+                await publish_acked(
+                    self._js,
+                    [
+                        self._event_message(item, now)
+                        for item in accepted
+                        if item.event.message_id in fresh
+                    ]
+                    + [
+                        self._rejection_message(row, message)
+                        for row, message in rejections
+                        if row.rejection_id in new_rejections
+                    ],
+                    timeout=PUBLISH_TIMEOUT_SECONDS,
+                )
                 failpoints.hit("ingest.after_publish")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("events not stored; the caller will retry", error=type(exc).__name__)
@@ -299,24 +299,22 @@ class Collector:
         )
         return row, message
 
-    async def _publish_event(self, item: _Item, now: datetime) -> None:
+    def _event_message(self, item: _Item, now: datetime) -> tuple[str, bytes, dict[str, str]]:
         flags = [_reason_name(issue.reason) for issue in item.verdict.warnings]
         message = customer_event_envelope(item.event, received_at=now, quality_flags=flags)
-        await self._js.publish(
+        return (
             customer_event_subject(self._naming, item.event),
             message.SerializeToString(),
-            headers={"Nats-Msg-Id": message.id, "Tailor-Type": message.type},
-            timeout=PUBLISH_TIMEOUT_SECONDS,
+            {"Nats-Msg-Id": message.id, "Tailor-Type": message.type},
         )
 
-    async def _publish_rejection(
+    def _rejection_message(
         self, row: repository.RejectionRow, message: events_pb2.Envelope
-    ) -> None:
-        await self._js.publish(
+    ) -> tuple[str, bytes, dict[str, str]]:
+        return (
             self._naming.rejected_subject(row.source_id, message.subject),
             message.SerializeToString(),
-            headers={"Nats-Msg-Id": message.id, "Tailor-Type": message.type},
-            timeout=PUBLISH_TIMEOUT_SECONDS,
+            {"Nats-Msg-Id": message.id, "Tailor-Type": message.type},
         )
 
 
