@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 from nats.js import JetStreamContext
 
+from tailor.common.v1 import common_pb2
 from tailor.events.v1 import events_pb2
 from tailor.ingest.v1 import ingest_pb2
 from tailor_core import failpoints
@@ -65,6 +66,8 @@ class _Item:
     verdict: Verdict
     subject_id: str
     result: ingest_pb2.EventResult = field(default_factory=ingest_pb2.EventResult)
+    #: The event's personal values with their paths, found once.
+    personal: list[tuple[str, common_pb2.PersonalField]] = field(default_factory=list)
 
 
 class Collector:
@@ -131,6 +134,7 @@ class Collector:
             # A malformed id must not become a key in our tables or a Nats-Msg-Id.
             event.message_id = derive_message_id(event)
         item = _Item(index, event, verdict, customer_subject_id(event))
+        item.personal = list(personal_fields(event))
         item.result.message_id = event.message_id
         return item
 
@@ -184,11 +188,7 @@ class Collector:
         An accepted event of an erased subject cannot be sealed and is not kept. A rejected
         event's personal values are sealed too, or removed when there is no key for them.
         """
-        holders = [
-            item
-            for item in [*accepted, *rejected]
-            if item.subject_id and next(personal_fields(item.event), None) is not None
-        ]
+        holders = [item for item in [*accepted, *rejected] if item.subject_id and item.personal]
         keys = await self._keys.keys_for(item.subject_id for item in holders) if holders else {}
         holder_ids = {id(item) for item in holders}
         kept, erased = [], []
@@ -197,10 +197,10 @@ class Collector:
             if id(item) in holder_ids and key is None:
                 erased.append(item)
                 continue
-            _seal_fields(item.event, key)
+            _seal_fields(item.personal, key)
             kept.append(item)
         for item in rejected:
-            _seal_fields(item.event, keys.get(item.subject_id))
+            _seal_fields(item.personal, keys.get(item.subject_id))
         return kept, erased
 
     async def _store_and_publish(
@@ -318,9 +318,9 @@ class Collector:
         )
 
 
-def _seal_fields(event: events_pb2.CustomerEvent, key: DataKey | None) -> None:
+def _seal_fields(personal: list[tuple[str, common_pb2.PersonalField]], key: DataKey | None) -> None:
     """Seal each plaintext personal value with ``key``; without a key, remove the values."""
-    for path, value in personal_fields(event):
+    for path, value in personal:
         if key is not None and value.WhichOneof("value") == "plaintext":
             value.encrypted.CopyFrom(encrypt_field(key, path, value.plaintext))
         else:

@@ -31,13 +31,21 @@ def _reaches_personal(descriptor: Descriptor, seen: frozenset[str]) -> bool:
 
 
 @cache
-def _personal_paths(descriptor: Descriptor) -> frozenset[str]:
-    """Names of the fields of ``descriptor`` that are, or may contain, a PersonalField."""
-    return frozenset(
-        field.name
-        for field in descriptor.fields
-        if field.message_type is not None and _reaches_personal(field.message_type, frozenset())
-    )
+def _personal_paths(descriptor: Descriptor) -> dict[str, str]:
+    """Fields of ``descriptor`` that are, or may contain, a PersonalField, by name, with how
+    to walk each: "map", "value", "list" or "message"."""
+    paths = {}
+    for field in descriptor.fields:
+        kind = field.message_type
+        if kind is None or not _reaches_personal(kind, frozenset()):
+            continue
+        if kind.GetOptions().map_entry:
+            paths[field.name] = "map"
+        elif kind is _PERSONAL:
+            paths[field.name] = "value"
+        else:
+            paths[field.name] = "list" if field.is_repeated else "message"
+    return paths
 
 
 def personal_fields(message: Message, prefix: str = "") -> Iterator[tuple[str, PersonalField]]:
@@ -47,18 +55,17 @@ def personal_fields(message: Message, prefix: str = "") -> Iterator[tuple[str, P
     if not wanted:
         return
     for field, value in message.ListFields():
-        if field.name not in wanted:
+        how = wanted.get(field.name)
+        if how is None:
             continue
-        kind = field.message_type
-        assert kind is not None
         path = f"{prefix}{field.name}"
-        if kind.GetOptions().map_entry:
+        if how == "value":
+            yield path, value
+        elif how == "message":
+            yield from personal_fields(value, f"{path}.")
+        elif how == "map":
             for key in sorted(value):
                 yield f"{path}.{key}", value[key]
-        elif kind is _PERSONAL:
-            yield path, value
-        elif field.is_repeated:
+        else:
             for index, item in enumerate(value):
                 yield from personal_fields(item, f"{path}[{index}].")
-        else:
-            yield from personal_fields(value, f"{path}.")
