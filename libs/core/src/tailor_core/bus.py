@@ -180,13 +180,13 @@ async def delete_streams(js: JetStreamContext, names: Sequence[str]) -> None:
             await js.delete_stream(name)
 
 
-async def publish_acked(
+async def publish_each(
     js: JetStreamContext,
     messages: Sequence[tuple[str, bytes, dict[str, str]]],
     timeout: float = 5.0,
-) -> None:
-    """Publish ``(subject, payload, headers)`` messages in order and wait until JetStream
-    acknowledged every one; raise the first failure (or TimeoutError).
+) -> list[BaseException | None]:
+    """Publish ``(subject, payload, headers)`` messages in order and wait for JetStream's
+    answer to each: None where stored, the error (or TimeoutError) where not.
 
     Uses nats-py's asynchronous publishing: one write per message and one wait for all the
     acknowledgements, instead of a request/response round trip per message.
@@ -196,11 +196,24 @@ async def publish_acked(
         for subject, payload, headers in messages
     ]
     if not futures:
-        return
-    done, pending = await asyncio.wait(futures, timeout=timeout)
+        return []
+    _, pending = await asyncio.wait(futures, timeout=timeout)
     for future in pending:
         future.cancel()
-    if pending:
-        raise TimeoutError(f"{len(pending)} of {len(futures)} publishes not acknowledged")
-    for future in done:
-        future.result()  # raises the publish's error, if any
+    return [
+        TimeoutError("publish not acknowledged in time")
+        if future in pending
+        else future.exception()
+        for future in futures
+    ]
+
+
+async def publish_acked(
+    js: JetStreamContext,
+    messages: Sequence[tuple[str, bytes, dict[str, str]]],
+    timeout: float = 5.0,
+) -> None:
+    """Like :func:`publish_each`, raising the first failure."""
+    for failure in await publish_each(js, messages, timeout):
+        if failure is not None:
+            raise failure

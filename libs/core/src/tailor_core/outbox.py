@@ -19,6 +19,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from tailor_core import failpoints
+from tailor_core.bus import publish_each
 from tailor_core.db import Connection
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,12 @@ async def enqueue(conn: Connection, messages: Iterable[OutboundMessage]) -> None
             "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (event_id) DO NOTHING",
             rows,
         )
+
+
+def _message(row: asyncpg.Record) -> tuple[str, bytes, dict[str, str]]:
+    headers = json.loads(row["headers"]) if row["headers"] else {}
+    headers["Nats-Msg-Id"] = row["event_id"]
+    return row["subject"], bytes(row["payload"]), headers
 
 
 class OutboxRelay:
@@ -96,16 +103,16 @@ class OutboxRelay:
             if not rows:
                 return 0
             failpoints.hit("outbox.before_publish")
-            # Publish concurrently: nats-py writes them to the socket in call order, so the
-            # stream keeps the outbox order; we wait for every acknowledgement.
-            results = await asyncio.gather(
-                *(self._publish(row) for row in rows), return_exceptions=True
+            # Written to the socket in outbox order, so the stream keeps it; then we wait for
+            # every acknowledgement at once.
+            results = await publish_each(
+                self._js, [_message(row) for row in rows], timeout=self._publish_timeout
             )
             failpoints.hit("outbox.after_publish")
             acked = []
             failure: BaseException | None = None
             for row, result in zip(rows, results, strict=True):
-                if isinstance(result, BaseException):
+                if result is not None:
                     failure = result
                     break  # keep this row and all later ones, in order, for the next try
                 acked.append(row["position"])
@@ -117,13 +124,6 @@ class OutboxRelay:
             log.warning("outbox publish failed", error=type(failure).__name__, relayed=len(acked))
             raise failure
         return len(acked)
-
-    async def _publish(self, row: asyncpg.Record) -> None:
-        headers = json.loads(row["headers"]) if row["headers"] else {}
-        headers["Nats-Msg-Id"] = row["event_id"]
-        await self._js.publish(
-            row["subject"], bytes(row["payload"]), headers=headers, timeout=self._publish_timeout
-        )
 
     async def run(self) -> None:
         """Relay until :meth:`stop`; woken by Postgres NOTIFY, polling as a fallback."""
