@@ -24,7 +24,7 @@ from tailor_core.testing.waiting import wait_until
 from ..builders import order_event, page_event
 from .conftest import STAFF, Platform, bearer
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.embedded_smoke]
 
 ACCEPTED = ingest_pb2.EVENT_OUTCOME_ACCEPTED
 DUPLICATE = ingest_pb2.EVENT_OUTCOME_DUPLICATE
