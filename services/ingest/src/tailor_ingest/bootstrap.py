@@ -14,6 +14,7 @@ from tailor_ingest.api_keys import ApiKeyRegistry
 from tailor_ingest.capacity import Capacity
 from tailor_ingest.collector import Collector
 from tailor_ingest.entrypoints.grpc import IngestAdminServicer, IngestServicer
+from tailor_ingest.entrypoints.http import SegmentIntake, start_http
 from tailor_ingest.key_admin import KeyAdmin
 from tailor_ingest.plans import PlanBook
 from tailor_ingest.quality import QualityCounters
@@ -43,11 +44,18 @@ async def build(context: ServiceContext) -> Components:
         plans=plans,
         counters=counters,
     )
+    capacity = Capacity(settings.max_inflight_events)
+    shutdown = [keys.close]
+    if settings.http_port:
+        runner = await start_http(
+            SegmentIntake(collector, registry, capacity), settings.grpc_host, settings.http_port
+        )
+        shutdown.insert(0, runner.cleanup)
     return Components(
         services=[
             ServiceBinding(
                 ingest_pb2_grpc.add_IngestServiceServicer_to_server,
-                IngestServicer(collector, registry, Capacity(settings.max_inflight_events)),
+                IngestServicer(collector, registry, capacity),
                 "tailor.ingest.v1.IngestService",
             ),
             ServiceBinding(
@@ -60,7 +68,7 @@ async def build(context: ServiceContext) -> Components:
             counters,
             DedupRetention(context.pool, timedelta(days=settings.dedup_retention_days)),
         ],
-        on_shutdown=[keys.close],
+        on_shutdown=shutdown,
         privacy=privacy_handlers.handlers(keys),
         api_keys=registry.authenticate,
     )

@@ -15,5 +15,7 @@ class IngestSettings(ServiceSettings):
     #: Events being processed at once across all calls; beyond it unary and batch calls get
     #: RESOURCE_EXHAUSTED and streams stop reading, so memory stays bounded under overload.
     max_inflight_events: int = Field(default=20_000, ge=500, le=1_000_000)
+    #: Port of the Segment-compatible HTTP intake (/v1/track, /v1/batch, …); 0 turns it off.
+    http_port: int = Field(default=8052, ge=0, le=65535)
     #: How long accepted message ids are remembered for deduplication, in days.
     dedup_retention_days: int = Field(default=30, ge=1, le=3650)

@@ -16,6 +16,7 @@ from tailor.consent.v1 import consent_pb2, consent_pb2_grpc
 from tailor.ingest.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2_grpc
 from tailor_core.auth import mint_token
 from tailor_core.bus import connect, delete_streams, platform_streams
+from tailor_core.embedded import free_port
 from tailor_core.streams import Naming
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
@@ -42,6 +43,11 @@ class Platform:
     js: JetStreamContext
     log_dir: Path
     channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    @property
+    def http_base(self) -> str:
+        """Base URL of ingest's Segment-compatible HTTP intake."""
+        return f"http://127.0.0.1:{self.ingest.extra_env['TAILOR_HTTP_PORT']}"
 
     def channel(self) -> grpc.aio.Channel:
         channel = grpc.aio.insecure_channel(self.ingest.address)
@@ -103,6 +109,7 @@ async def platform(
     await services["consent"].start()
     services["ingest"].extra_env["TAILOR_CONSENT_ADDR"] = services["consent"].address
     services["ingest"].extra_env["TAILOR_MAX_INFLIGHT_EVENTS"] = "1000"
+    services["ingest"].extra_env["TAILOR_HTTP_PORT"] = str(free_port())
     await services["ingest"].start()
     nc = await connect(infra.nats_url, name="ingest-tests")
     naming = Naming(namespace, 4)

@@ -52,6 +52,7 @@ class ServiceProcess:
             "TAILOR_METRICS_PORT": "0",
             "TAILOR_TOKEN_SECRET": self.secret,
             "TAILOR_PARTITIONS": "4",
+            "TAILOR_HTTP_PORT": "0",  # ingest's HTTP intake: off unless a test asks for it
             **self.extra_env,
         }
         if self.name == "consent":
