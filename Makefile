@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 SERVICES := consent ingest profile segment recommend
-PACKAGES := -e libs/protos -e "libs/core[embedded]" -e libs/cli $(foreach s,$(SERVICES),-e services/$(s))
+PACKAGES := -e libs/protos -e "libs/core[embedded]" -e libs/cli -e libs/client $(foreach s,$(SERVICES),-e services/$(s))
 STAMP  := $(VENV)/.installed
 
 .PHONY: install dev gen gen-check lint typecheck test test-embedded test-fast up down status demo bench clean
@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy -p tailor_core -p tailor_cli $(foreach s,$(SERVICES),-p tailor_$(s))
+	$(BIN)/mypy -p tailor_core -p tailor_cli -p tailor_client $(foreach s,$(SERVICES),-p tailor_$(s))
 	$(BIN)/mypy tools bench
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a pass.
