@@ -103,17 +103,27 @@ def scope_from_proto(full_method: str) -> str | None:
     return scope or None
 
 
+MAX_VIOLATIONS = 20
+_MAX_DETAIL = 200
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
 def to_status(error: DomainError) -> Any:
     """A ``grpc.Status`` for ``error``, carrying BadRequest details when fields are named."""
     code = _GRPC_CODES[error.code]
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=_clip(error.message))
     if error.field_violations:
+        # Trailers have a size limit (HTTP/2 header lists): a status too big to send would
+        # reach the caller as a broken connection instead of the precise error.
         details = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description, reason=v.reason
+                    field=_clip(v.field), description=_clip(v.description), reason=_clip(v.reason)
                 )
-                for v in error.field_violations
+                for v in error.field_violations[:MAX_VIOLATIONS]
             ]
         )
         status.details.add().Pack(details)
