@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tailor_cli import compliance, local_platform
+from tailor_cli.importing import command as importing
 from tailor_core.settings import SERVICE_NAMES
 
 
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("down", help="stop a platform started with `tailor up`")
     compliance.add_commands(commands)
+    importing.add_command(commands)
     return parser
 
 
@@ -50,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "down":
         return local_platform.down(data_dir)
     args.data_dir = data_dir
+    if args.command == "import":
+        return asyncio.run(importing.run(args))
     return asyncio.run(compliance.run(args))
 
 
