@@ -51,6 +51,9 @@ test-fast: $(STAMP)
 up: $(STAMP) ## start the whole platform locally (embedded Postgres and NATS unless TAILOR_PG_DSN / TAILOR_NATS_URL are set)
 	$(BIN)/tailor up
 
+demo: $(STAMP) ## `make up`, then import the real-data sample and print the importer's summary
+	$(BIN)/tailor demo
+
 status: $(STAMP)
 	$(BIN)/tailor status
 

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,7 +285,13 @@ class LocalPlatform:
         (self.data_dir / STATE_FILE).unlink(missing_ok=True)
 
 
-async def up(data_dir: Path, specs: list[ServiceSpec]) -> int:
+async def up(
+    data_dir: Path,
+    specs: list[ServiceSpec],
+    after_start: Callable[[State], Awaitable[None]] | None = None,
+) -> int:
+    """Start everything, run ``after_start`` once every service is SERVING (``tailor
+    demo``), then supervise until Ctrl-C or a service dies."""
     platform = LocalPlatform(data_dir, specs)
     try:
         state = await platform.start()
@@ -293,6 +299,8 @@ async def up(data_dir: Path, specs: list[ServiceSpec]) -> int:
             [{**s, "status": SERVING} for s in state.services], title="Tailor is up"
         )
         render.console.print(f"Postgres: {state.postgres}\nNATS:     {state.nats}")
+        if after_start is not None:
+            await after_start(state)
         render.console.print("Ctrl-C stops everything.")
         code = await platform.supervise()
     except PlatformError as exc:

@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="health and addresses of each service")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    demo = commands.add_parser(
+        "demo", help="`tailor up`, then import the real-data sample and print the summary"
+    )
+    demo.add_argument("--sample", type=Path, default=Path("data/uci-online-retail/sample.csv.gz"))
+
     commands.add_parser("down", help="stop a platform started with `tailor up`")
     compliance.add_commands(commands)
     importing.add_command(commands)
@@ -47,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"tailor up: unknown services: {', '.join(unknown)}")
         specs = local_platform.default_specs(names, args.base_port)
         return asyncio.run(local_platform.up(data_dir, specs))
+    if args.command == "demo":
+        specs = local_platform.default_specs(list(SERVICE_NAMES), None)
+        return asyncio.run(
+            local_platform.up(
+                data_dir, specs, after_start=importing.demo_import(args.sample, data_dir)
+            )
+        )
     if args.command == "status":
         return asyncio.run(local_platform.status(data_dir, args.json))
     if args.command == "down":

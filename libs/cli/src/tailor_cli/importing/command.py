@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -220,3 +221,17 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print_summary(summary, totals)
     return 0 if totals is None or reconciles(summary, totals) else 1
+
+
+def demo_import(sample: Path, data_dir: Path) -> Callable[[State], Awaitable[None]]:
+    """What ``tailor demo`` does once the platform is up: import the sample, show the summary."""
+
+    async def run_import(state: State) -> None:
+        address = next(str(s["grpc"]) for s in state.services if s["name"] == "ingest")
+        render.console.print(f"importing {sample} …")
+        summary, totals = await import_file(
+            sample, ingest_addr=address, admin=staff_credentials(data_dir), show_progress=True
+        )
+        print_summary(summary, totals)
+
+    return run_import
