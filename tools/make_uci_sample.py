@@ -15,8 +15,9 @@ import hashlib
 import io
 from pathlib import Path
 
-DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared/data/uci-online-retail/online_retail.csv.gz"
-DEFAULT_TARGET = Path(__file__).resolve().parents[1] / "data/uci-online-retail/sample.csv.gz"
+HERE = Path(__file__).resolve()
+DEFAULT_SOURCE = HERE.parents[2] / "shared/data/uci-online-retail/online_retail.csv.gz"
+DEFAULT_TARGET = HERE.parents[1] / "data/uci-online-retail/sample.csv.gz"
 
 
 def _bucket(text: str, buckets: int) -> int:
@@ -48,7 +49,7 @@ def main() -> None:
     args.target.write_bytes(gzip.compress(buffer.getvalue().encode(), mtime=0))
     customers = {row[6] for row in kept if row[6]}
     invoices = {row[0] for row in kept}
-    print(f"{len(kept)} lines, {len(invoices)} invoices, {len(customers)} customers -> {args.target}")
+    print(f"{len(kept)} lines, {len(invoices)} invoices, {len(customers)} customers")
 
 
 if __name__ == "__main__":

@@ -94,19 +94,15 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
         max_size=settings.pg_pool_max,
     )
     runtime.on_shutdown(pool.close)
-    async with pool.acquire() as conn:
-        applied = await migrate(
-            conn,
-            settings.db_schema,
-            [*core_migrations(), *load_migrations(definition.name, definition.migrations_package)],
-        )
-    log.info("migrations applied", count=len(applied), schema=settings.db_schema)
+    await apply_migrations(definition, settings, pool)
 
     nc = await connect(settings.nats_url, name=f"tailor-{definition.name}")
     runtime.on_shutdown(nc.drain)
     warn_if_nats_too_old(nc.connected_server_version.major, nc.connected_server_version.minor)
     js = nc.jetstream()
-    provisioned = await provision_streams(js, platform_streams(naming))
+    provisioned = await provision_streams(
+        js, platform_streams(naming, replicas=settings.stream_replicas)
+    )
     log.info("streams provisioned", **{name: str(action) for name, action in provisioned.items()})
 
     relay = OutboxRelay(pool, js, settings.db_schema)
@@ -155,6 +151,33 @@ async def run(definition: ServiceDefinition, settings: ServiceSettings) -> int:
     return await runtime.wait()
 
 
+async def apply_migrations(
+    definition: ServiceDefinition, settings: ServiceSettings, pool: asyncpg.Pool
+) -> None:
+    async with pool.acquire() as conn:
+        applied = await migrate(
+            conn,
+            settings.db_schema,
+            [*core_migrations(), *load_migrations(definition.name, definition.migrations_package)],
+        )
+    log.info("migrations applied", count=len(applied), schema=settings.db_schema)
+
+
+async def migrate_only(definition: ServiceDefinition, settings: ServiceSettings) -> int:
+    """Apply the service's migrations and return (a Kubernetes init container or Job)."""
+    pool = await create_pool(
+        settings.pg_dsn.get_secret_value(),
+        settings.db_schema,
+        application_name=f"tailor-{definition.name}-migrate",
+        max_size=1,
+    )
+    try:
+        await apply_migrations(definition, settings, pool)
+    finally:
+        await pool.close()
+    return 0
+
+
 def warn_if_nats_too_old(major: int, minor: int) -> None:
     """Erasure purges streams by subject; before 2.10 such a purge disturbs other consumers."""
     if (major, minor) < (2, 10):
@@ -166,11 +189,18 @@ def warn_if_nats_too_old(major: int, minor: int) -> None:
 
 
 def main(definition: ServiceDefinition) -> None:
-    """Console-script entry point of a service."""
+    """Console-script entry point of a service: ``tailor-<name>`` serves,
+    ``tailor-<name> migrate`` only applies its migrations and exits."""
+    command = sys.argv[1:2]
+    if command not in ([], ["migrate"]):
+        print(f"usage: tailor-{definition.name} [migrate]", file=sys.stderr)
+        raise SystemExit(2)
     try:
         settings = load_settings(definition.name, definition.settings_class)
     except SettingsError as exc:
         print(f"tailor-{definition.name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(definition.name, settings.log_level)
+    if command == ["migrate"]:
+        raise SystemExit(asyncio.run(migrate_only(definition, settings)))
     raise SystemExit(asyncio.run(run(definition, settings)))

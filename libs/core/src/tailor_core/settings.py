@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     token_secret: SecretStr
     partitions: int = Field(default=16, ge=1, le=1024)
+    #: JetStream replicas of the platform's streams (3 on a production NATS cluster).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     log_level: LogLevel = "info"
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, le=300)
     consent_addr: str = "127.0.0.1:50051"
