@@ -10,7 +10,7 @@ SERVICES := consent ingest profile segment recommend
 PACKAGES := -e libs/protos -e "libs/core[embedded]" -e libs/cli -e libs/client $(foreach s,$(SERVICES),-e services/$(s))
 STAMP  := $(VENV)/.installed
 
-.PHONY: install dev gen gen-check lint typecheck test test-embedded test-fast up down status demo bench clean
+.PHONY: install dev gen gen-check lint typecheck test test-embedded test-fast infra-check images up down status demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,30 @@ test: $(STAMP) gen-check lint typecheck ## the whole suite: lint, types, unit an
 
 test-embedded: $(STAMP) ## the integration tests again on embedded Postgres and NATS (what a fresh machine has)
 	env -u TAILOR_PG_DSN -u TAILOR_NATS_URL $(PYTEST) -m embedded_smoke; rc=$$?; [ $$rc -ne 5 ] || echo "no tests collected" >&2; exit $$rc
+
+# Kubernetes manifests: render every overlay, validate against the Kubernetes schemas,
+# scan with checkov, lint the YAML. The tools are heavy, so they live in requirements/infra.txt.
+INFRA_STAMP := $(VENV)/.infra-installed
+$(INFRA_STAMP): $(STAMP) requirements/infra.txt
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements/infra.txt
+	touch $(INFRA_STAMP)
+
+K8S_VERSION ?= 1.30.0
+RENDERED := .tailor/rendered-k8s
+infra-check: $(INFRA_STAMP) ## render, schema-validate, security-scan and lint infra/
+	rm -rf $(RENDERED)
+	for overlay in infra/k8s/overlays/dev infra/k8s/overlays/prod infra/k8s/overlays/*/services/* infra/k8s/overlays/*/shared; do \
+	  $(BIN)/python tools/render_k8s.py $$overlay --out $(RENDERED)/$$overlay || exit 1; done
+	$(BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $$(find $(RENDERED) -name '*.yaml')
+	$(BIN)/checkov -d $(RENDERED)/infra/k8s/overlays/dev -d $(RENDERED)/infra/k8s/overlays/prod \
+	  --config-file infra/k8s/.checkov.yaml --compact --quiet
+	$(BIN)/yamllint infra .yamllint
+	@echo "infra-check: every overlay renders, validates, passes the scan and the lint"
+
+TAG ?= 0.1.0
+REGISTRY ?= ghcr.io/tailor-platform
+images: ## build every service image (needs a Docker engine), tagged $(REGISTRY)/tailor-<name>:$(TAG)
+	for s in $(SERVICES); do docker build -f services/$$s/Dockerfile -t $(REGISTRY)/tailor-$$s:$(TAG) . || exit 1; done
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -x -m "not slow"

@@ -12,8 +12,8 @@ from tailor.common.v1 import common_pb2
 from tailor.events.v1 import events_pb2
 from tailor.ingest.v1 import admin_pb2, ingest_pb2
 from tailor_core.testing.fixtures import unique_name
+from tailor_ingest.testing import order_event, page_event
 
-from ..builders import order_event, page_event
 from .conftest import STAFF, Platform
 from .test_collection import bad_request
 

@@ -20,8 +20,8 @@ from tailor_core.crypto import DataKey, decrypt_field
 from tailor_core.envelopes import parse
 from tailor_core.streams import Stream
 from tailor_core.testing.waiting import wait_until
+from tailor_ingest.testing import order_event, page_event
 
-from ..builders import order_event, page_event
 from .conftest import STAFF, Platform, bearer
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded_smoke]

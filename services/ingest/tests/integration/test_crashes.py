@@ -11,8 +11,8 @@ import pytest
 from tailor.ingest.v1 import ingest_pb2
 from tailor_core.streams import Stream
 from tailor_core.testing.streams import stream_message_ids
+from tailor_ingest.testing import order_event
 
-from ..builders import order_event
 from .conftest import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,8 +17,7 @@ from tailor_core.errors import InvalidArgument
 from tailor_core.testing.fuzz import messages
 from tailor_ingest.domain.validation import derive_message_id, validate_event
 from tailor_ingest.entrypoints.convert import plan_from_proto, plan_to_proto
-
-from ..builders import order_event, page_event
+from tailor_ingest.testing import order_event, page_event
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 R = events_pb2.ValidationReason

@@ -1,4 +1,4 @@
-"""Events as client apps send them, for ingest's tests and benchmarks."""
+"""Events as client apps send them, for ingest's tests (and anyone testing against ingest)."""
 
 from __future__ import annotations
 
