@@ -39,10 +39,10 @@ async def _call(
     path = f"/{method.containing_service.full_name}/{method.name}"  # type: ignore[attr-defined]
     try:
         if method.client_streaming:  # type: ignore[attr-defined]
-            # Two messages, except when the call is refused before reading: a grpc.aio client
-            # still writing then reports INTERNAL instead of the server's status
-            # (grpc/grpc#36066).
-            bodies = [body, body] if metadata else [body]
+            # One message: a grpc.aio client still writing when the server ends the call
+            # with an error reports INTERNAL or UNAVAILABLE instead of the server's status
+            # (grpc/grpc#36066). Several messages per stream are covered by test_collection.
+            bodies = [body]
             call = channel.stream_stream(path)(iter(bodies), metadata=metadata, timeout=10)
             async for _ in call:
                 pass
