@@ -129,8 +129,11 @@ def derive_message_id(event: events_pb2.CustomerEvent) -> str:
     return f"d-{digest[:40]}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _bad_id(value: str) -> bool:
-    return len(value) > MAX_ID or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    return len(value) > MAX_ID or _CONTROL.search(value) is not None
 
 
 def _moment(stamp: Any) -> datetime | None:
@@ -202,7 +205,7 @@ def validate_event(
 
 
 def _identity(event: events_pb2.CustomerEvent, verdict: Verdict) -> None:
-    if _bad_id(event.message_id) or any(not c.isprintable() for c in event.message_id):
+    if _bad_id(event.message_id) or not event.message_id.isprintable():
         verdict.error(
             "message_id", R.VALIDATION_REASON_ID_MALFORMED, "at most 128 printable characters"
         )
