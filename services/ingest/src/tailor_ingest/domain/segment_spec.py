@@ -20,26 +20,9 @@ from google.protobuf.struct_pb2 import Struct
 
 from tailor.common.v1 import common_pb2
 from tailor.events.v1 import events_pb2
+from tailor_ingest.domain.vocabulary import APP_ACTIONS, ORDER_EVENTS, PRODUCT_EVENTS
 
 KINDS = ("track", "identify", "page", "screen", "group", "alias")
-_PRODUCT_EVENTS = {"Product Viewed", "Product Clicked", "Product Added", "Product Removed"}
-_ORDER_EVENTS = {
-    "Checkout Started",
-    "Order Completed",
-    "Order Updated",
-    "Order Refunded",
-    "Order Cancelled",
-    "Order Returned",
-}
-_APP_ACTIONS = {
-    "Application Installed": events_pb2.APP_ACTION_INSTALLED,
-    "Application Opened": events_pb2.APP_ACTION_OPENED,
-    "Application Backgrounded": events_pb2.APP_ACTION_BACKGROUNDED,
-    "Application Updated": events_pb2.APP_ACTION_UPDATED,
-    "Application Uninstalled": events_pb2.APP_ACTION_UNINSTALLED,
-    "Application Crashed": events_pb2.APP_ACTION_CRASHED,
-    "Deep Link Opened": events_pb2.APP_ACTION_DEEP_LINK_OPENED,
-}
 #: Traits that are personal values in the Segment spec, by their Identify field.
 _PERSONAL_TRAITS = {
     "email": "email",
@@ -157,7 +140,7 @@ def _track(message: Mapping[str, Any], event: events_pb2.CustomerEvent) -> None:
     track.event = name
     currency = _text(props.get("currency"), "properties.currency") or _DEFAULT_CURRENCY
     used: set[str] = set()
-    if name in _PRODUCT_EVENTS:
+    if name in PRODUCT_EVENTS:
         track.product.product.CopyFrom(_product(props, currency, "properties"))
         track.product.cart_id = _text(props.get("cart_id"), "properties.cart_id")
         track.product.list_id = _text(props.get("list_id"), "properties.list_id")
@@ -177,7 +160,7 @@ def _track(message: Mapping[str, Any], event: events_pb2.CustomerEvent) -> None:
             "cart_id",
             "list_id",
         }
-    elif name in _ORDER_EVENTS:
+    elif name in ORDER_EVENTS:
         order = track.order
         order.order_id = _text(
             props.get("order_id", props.get("checkout_id")), "properties.order_id"
@@ -216,9 +199,9 @@ def _track(message: Mapping[str, Any], event: events_pb2.CustomerEvent) -> None:
         else:
             track.search.SetInParent()
         used = {"query"}
-    elif name in _APP_ACTIONS:
+    elif name in APP_ACTIONS:
         app = track.app
-        app.action = _APP_ACTIONS[name]
+        app.action = APP_ACTIONS[name]
         app.version = _text(props.get("version"), "properties.version")
         app.previous_version = _text(props.get("previous_version"), "properties.previous_version")
         app.from_background = bool(props.get("from_background", False))

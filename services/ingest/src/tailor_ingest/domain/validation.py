@@ -37,6 +37,7 @@ from tailor_ingest.domain.plan import (
     TrackingPlan,
     collection_purpose,
 )
+from tailor_ingest.domain.vocabulary import PAYLOAD_EVENTS
 
 R = events_pb2.ValidationReason
 MAX_ID = 128
@@ -55,36 +56,6 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+")
 _PHONE = re.compile(r"\+?[\d\s().-]{7,25}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
-_PAYLOADS = {
-    "product": {"Product Viewed", "Product Clicked", "Product Added", "Product Removed"},
-    "order": {
-        "Checkout Started",
-        "Order Completed",
-        "Order Updated",
-        "Order Refunded",
-        "Order Cancelled",
-        "Order Returned",
-    },
-    "support": {
-        "Support Ticket Opened",
-        "Support Ticket Updated",
-        "Support Ticket Resolved",
-        "Chat Started",
-        "Chat Ended",
-        "Call Completed",
-    },
-    "social": {"Social Engagement"},
-    "search": {"Products Searched"},
-    "app": {
-        "Application Installed",
-        "Application Opened",
-        "Application Backgrounded",
-        "Application Updated",
-        "Application Uninstalled",
-        "Application Crashed",
-        "Deep Link Opened",
-    },
-}
 _TYPE_NAMES: dict[int, str] = {int(v): k for k, v in admin_pb2.PropertyType.items()}
 
 
@@ -332,7 +303,7 @@ def _track(track: events_pb2.Track, verdict: Verdict) -> None:
     payload = track.WhichOneof("payload")
     if payload is None:
         return
-    if track.event not in _PAYLOADS[payload]:
+    if track.event not in PAYLOAD_EVENTS[payload]:
         verdict.error(
             f"track.{payload}",
             R.VALIDATION_REASON_PAYLOAD_MISMATCH,
