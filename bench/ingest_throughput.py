@@ -39,7 +39,7 @@ from tailor_core.bus import (
 from tailor_core.envelopes import customer_event_envelope
 from tailor_core.streams import Naming
 from tailor_core.testing.infra import test_infra
-from tailor_core.testing.services import ServiceProcess
+from tailor_core.testing.services import ServiceGroup
 
 SECRET = "q" * 40
 BATCH = 500
@@ -238,23 +238,13 @@ async def overload(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch, test_infra(Path(scratch)) as infra:
-        namespace = f"b{uuid.uuid4().hex[:8]}"
-        services = {
-            name: ServiceProcess(
-                name,
-                infra,
-                schema=f"{namespace}_{name}",
-                namespace=namespace,
-                secret=SECRET,
-                log_dir=Path(scratch),
-            )
-            for name in ("consent", "ingest")
-        }
-        await services["consent"].start()
-        services["ingest"].extra_env.update(
-            {"TAILOR_CONSENT_ADDR": services["consent"].address, "TAILOR_LOG_LEVEL": "warning"}
+        group = ServiceGroup(
+            infra, f"b{uuid.uuid4().hex[:8]}", SECRET, Path(scratch), names=("consent", "ingest")
         )
-        await services["ingest"].start()
+        services = group.services
+        services["ingest"].extra_env["TAILOR_LOG_LEVEL"] = "warning"
+        await group.start()
+        namespace = group.namespace
         nc = await connect(infra.nats_url, "bench-ingest")
         js = nc.jetstream()
         naming = Naming(namespace, 4)
@@ -313,8 +303,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     2,
                 )
         finally:
-            for service in services.values():
-                service.stop()
+            await group.stop()
+            await group.drop_schemas()
             await delete_streams(js, [s.name for s in platform_streams(naming)])
             await nc.drain()
     raw = statistics.median(figures["raw"])

@@ -10,7 +10,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
@@ -21,7 +20,7 @@ from tailor_core.bus import delete_streams, platform_streams
 from tailor_core.streams import Naming, Stream
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
-from tailor_core.testing.services import ServiceProcess
+from tailor_core.testing.services import ServiceGroup, ServiceProcess
 from tailor_core.testing.streams import stream_message_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.embedded_smoke]
@@ -37,32 +36,15 @@ STAFF = (
 async def ingest(
     infra: Infra, nc: NatsClient, tmp_path: Path
 ) -> AsyncIterator[tuple[ServiceProcess, Naming]]:
-    namespace = unique_name("m")
-    services = {
-        name: ServiceProcess(
-            name,
-            infra,
-            schema=f"{namespace}_{name}",
-            namespace=namespace,
-            secret=SECRET,
-            log_dir=tmp_path,
-        )
-        for name in ("consent", "ingest")
-    }
-    await services["consent"].start()
-    services["ingest"].extra_env["TAILOR_CONSENT_ADDR"] = services["consent"].address
-    await services["ingest"].start()
-    naming = Naming(namespace, 4)
+    group = ServiceGroup(infra, unique_name("m"), SECRET, tmp_path, names=("consent", "ingest"))
+    await group.start()
+    naming = Naming(group.namespace, 4)
     try:
-        yield services["ingest"], naming
+        yield group.services["ingest"], naming
     finally:
-        for service in services.values():
-            service.stop()
+        await group.stop()
         await delete_streams(nc.jetstream(), [s.name for s in platform_streams(naming)])
-        conn = await asyncpg.connect(infra.pg_dsn)
-        for service in services.values():
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{service.schema}" CASCADE')
-        await conn.close()
+        await group.drop_schemas()
 
 
 async def test_the_sample_imports_and_reconciles_exactly_with_the_file(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,8 +24,7 @@ from tailor.common.v1 import common_pb2
 from tailor.consent.v1 import audit_pb2, audit_pb2_grpc, consent_pb2, consent_pb2_grpc
 from tailor.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 from tailor_cli import render
-from tailor_cli.local_platform import SECRET_FILE, State
-from tailor_core.auth import mint_token
+from tailor_cli.connection import service_address, staff_metadata
 from tailor_core.envelopes import timestamp
 
 COMPLIANCE_SCOPES = [
@@ -114,27 +112,11 @@ def add_commands(commands: Any) -> None:
 
 
 def _address(args: argparse.Namespace) -> str:
-    if args.consent_addr:
-        return str(args.consent_addr)
-    if os.environ.get("TAILOR_CONSENT_ADDR"):
-        return os.environ["TAILOR_CONSENT_ADDR"]
-    state = State.load(args.data_dir)
-    if state:
-        return next(str(s["grpc"]) for s in state.services if s["name"] == "consent")
-    return "127.0.0.1:50051"
+    return service_address(args.consent_addr or "", "consent", args.data_dir)
 
 
 def _credentials(data_dir: Path) -> tuple[tuple[str, str], ...]:
-    token = os.environ.get("TAILOR_TOKEN")
-    if not token:
-        secret_path = data_dir / SECRET_FILE
-        if not secret_path.exists():
-            raise SystemExit("no credentials: set TAILOR_TOKEN, or run `tailor up` on this machine")
-        user = os.environ.get("USER", "operator")
-        token = mint_token(
-            secret_path.read_text().strip(), f"cli:{user}", "compliance", COMPLIANCE_SCOPES, 900
-        )
-    return (("authorization", f"Bearer {token}"),)
+    return staff_metadata(data_dir, COMPLIANCE_SCOPES)
 
 
 def _as_dict(message: Message) -> dict[str, Any]:

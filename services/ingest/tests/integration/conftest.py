@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -20,7 +19,7 @@ from tailor_core.embedded import free_port
 from tailor_core.streams import Naming
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
-from tailor_core.testing.services import ServiceProcess
+from tailor_core.testing.services import ServiceGroup, ServiceProcess
 
 SECRET = "i" * 40
 Metadata = tuple[tuple[str, str], ...]
@@ -93,39 +92,26 @@ PlatformFactory = Callable[..., Platform]
 async def platform(
     infra: Infra, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
-    namespace = unique_name("i")
-    log_dir = tmp_path_factory.mktemp("ingest-logs")
-    services = {
-        name: ServiceProcess(
-            name,
-            infra,
-            schema=f"{namespace}_{name}",
-            namespace=namespace,
-            secret=SECRET,
-            log_dir=log_dir,
-        )
-        for name in ("consent", "ingest")
-    }
-    await services["consent"].start()
-    services["ingest"].extra_env["TAILOR_CONSENT_ADDR"] = services["consent"].address
-    services["ingest"].extra_env["TAILOR_MAX_INFLIGHT_EVENTS"] = "1000"
-    services["ingest"].extra_env["TAILOR_HTTP_PORT"] = str(free_port())
-    await services["ingest"].start()
+    group = ServiceGroup(
+        infra,
+        unique_name("i"),
+        SECRET,
+        tmp_path_factory.mktemp("ingest-logs"),
+        names=("consent", "ingest"),
+    )
+    ingest = group.services["ingest"]
+    ingest.extra_env["TAILOR_MAX_INFLIGHT_EVENTS"] = "1000"
+    ingest.extra_env["TAILOR_HTTP_PORT"] = str(free_port())
+    await group.start()
     nc = await connect(infra.nats_url, name="ingest-tests")
-    naming = Naming(namespace, 4)
-    found = Platform(services["consent"], services["ingest"], naming, nc, nc.jetstream(), log_dir)
+    naming = Naming(group.namespace, 4)
+    found = Platform(group.consent, ingest, naming, nc, nc.jetstream(), ingest.log_path.parent)
     try:
         yield found
     finally:
         for channel in found.channels:
             await channel.close()
-        for service in services.values():
-            service.stop()
+        await group.stop()
         await delete_streams(found.js, [s.name for s in platform_streams(naming)])
         await nc.drain()
-        conn = await asyncpg.connect(infra.pg_dsn)
-        try:
-            for service in services.values():
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{service.schema}" CASCADE')
-        finally:
-            await conn.close()
+        await group.drop_schemas()

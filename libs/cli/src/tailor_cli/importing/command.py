@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import timedelta
@@ -16,11 +15,11 @@ from rich.table import Table
 
 from tailor.ingest.v1 import admin_pb2
 from tailor_cli import render
+from tailor_cli.connection import service_address, staff_metadata
 from tailor_cli.importing import mapping, uci
 from tailor_cli.importing.sender import ImportSummary, Item, send_items
-from tailor_cli.local_platform import SECRET_FILE, State
+from tailor_cli.local_platform import State
 from tailor_client.errors import TailorError
-from tailor_core.auth import mint_token
 
 UCI = "uci-online-retail"
 
@@ -39,29 +38,11 @@ def add_command(commands: Any) -> None:
 
 
 def ingest_address(args: argparse.Namespace) -> str:
-    if args.ingest_addr:
-        return str(args.ingest_addr)
-    if os.environ.get("TAILOR_INGEST_ADDR"):
-        return os.environ["TAILOR_INGEST_ADDR"]
-    state = State.load(args.data_dir)
-    if state:
-        found = [str(s["grpc"]) for s in state.services if s["name"] == "ingest"]
-        if found:
-            return found[0]
-    return "127.0.0.1:50052"
+    return service_address(args.ingest_addr, "ingest", args.data_dir)
 
 
 def staff_credentials(data_dir: Path) -> tuple[tuple[str, str], ...]:
-    token = os.environ.get("TAILOR_TOKEN")
-    if not token:
-        secret = data_dir / SECRET_FILE
-        if not secret.exists():
-            raise SystemExit("no credentials: set TAILOR_TOKEN, or run `tailor up` on this machine")
-        user = os.environ.get("USER", "operator")
-        token = mint_token(
-            secret.read_text().strip(), f"cli:{user}", "compliance", ["ingest:admin"], 900
-        )
-    return (("authorization", f"Bearer {token}"),)
+    return staff_metadata(data_dir, ["ingest:admin"])
 
 
 def uci_plan(source: str) -> admin_pb2.TrackingPlan:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -107,9 +108,17 @@ class ServiceProcess:
 
 
 class ServiceGroup:
-    """The five services as separate processes in one namespace, consent first."""
+    """Services as separate processes in one namespace (all five unless ``names`` says
+    otherwise), consent first."""
 
-    def __init__(self, infra: Infra, namespace: str, secret: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        infra: Infra,
+        namespace: str,
+        secret: str,
+        log_dir: Path,
+        names: Sequence[str] | None = None,
+    ) -> None:
         from tailor_core.settings import SERVICE_NAMES
 
         self.namespace = namespace
@@ -122,7 +131,7 @@ class ServiceGroup:
                 secret=secret,
                 log_dir=log_dir,
             )
-            for name in SERVICE_NAMES
+            for name in (names or SERVICE_NAMES)
         }
 
     @property
