@@ -260,3 +260,10 @@ async def test_custom_purposes_can_be_added_but_built_ins_not_changed(
             metadata=creds,
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_subject_id_with_control_characters_is_refused_not_stored() -> None:
+    from tailor_consent.domain.ledger import validate_subject
+
+    assert [v.reason for v in validate_subject("ada\x00")] == ["CONTROL_CHARACTERS"]
+    assert validate_subject("ada@example.com") == []

@@ -40,7 +40,7 @@ from tailor_ingest.adapters import repository
 from tailor_ingest.adapters.subject_keys import SubjectKeys
 from tailor_ingest.api_keys import Caller
 from tailor_ingest.domain.personal import personal_fields
-from tailor_ingest.domain.validation import Verdict, derive_message_id, validate_event
+from tailor_ingest.domain.validation import Verdict, bad_id, derive_message_id, validate_event
 from tailor_ingest.plans import PlanBook
 from tailor_ingest.quality import QualityCounters
 
@@ -188,7 +188,13 @@ class Collector:
         An accepted event of an erased subject cannot be sealed and is not kept. A rejected
         event's personal values are sealed too, or removed when there is no key for them.
         """
-        holders = [item for item in [*accepted, *rejected] if item.subject_id and item.personal]
+        # A rejected event's subject id may itself be malformed: no key is asked for it, and
+        # its personal values are removed instead.
+        holders = [
+            item
+            for item in [*accepted, *rejected]
+            if item.subject_id and item.personal and not bad_id(item.subject_id)
+        ]
         keys = await self._keys.keys_for(item.subject_id for item in holders) if holders else {}
         holder_ids = {id(item) for item in holders}
         kept, erased = [], []

@@ -49,6 +49,8 @@ async def _call(
         else:
             await channel.unary_unary(path)(body, metadata=metadata, timeout=10)
     except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            print("DEBUG", error.details(), error.debug_error_string(), len(body))
         return error.code()
     return grpc.StatusCode.OK
 

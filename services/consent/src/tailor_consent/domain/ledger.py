@@ -135,6 +135,9 @@ def validate_subject(subject_id: str, field_name: str = "subject_id") -> list[Fi
         return [FieldViolation(field_name, "must not be empty", "REQUIRED")]
     if len(subject_id) > MAX_SUBJECT_LENGTH:
         return [FieldViolation(field_name, f"at most {MAX_SUBJECT_LENGTH} characters", "TOO_LONG")]
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in subject_id):
+        # Postgres cannot store NUL, and no real id holds a control character.
+        return [FieldViolation(field_name, "no control characters", "CONTROL_CHARACTERS")]
     return []
 
 

@@ -103,7 +103,8 @@ def derive_message_id(event: events_pb2.CustomerEvent) -> str:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _bad_id(value: str) -> bool:
+def bad_id(value: str) -> bool:
+    """Too long for an id, or holding a control character."""
     return len(value) > MAX_ID or _CONTROL.search(value) is not None
 
 
@@ -162,7 +163,7 @@ def validate_event(
             verdict.error(
                 "alias.previous_id", R.VALIDATION_REASON_REQUIRED_FIELD_MISSING, "required"
             )
-        elif _bad_id(event.alias.previous_id):
+        elif bad_id(event.alias.previous_id):
             verdict.error("alias.previous_id", R.VALIDATION_REASON_ID_MALFORMED, "malformed id")
         if not event.user_id:
             verdict.error(
@@ -176,7 +177,7 @@ def validate_event(
 
 
 def _identity(event: events_pb2.CustomerEvent, verdict: Verdict) -> None:
-    if _bad_id(event.message_id) or not event.message_id.isprintable():
+    if bad_id(event.message_id) or not event.message_id.isprintable():
         verdict.error(
             "message_id", R.VALIDATION_REASON_ID_MALFORMED, "at most 128 printable characters"
         )
@@ -185,7 +186,7 @@ def _identity(event: events_pb2.CustomerEvent, verdict: Verdict) -> None:
             "user_id", R.VALIDATION_REASON_MISSING_IDENTITY, "set user_id or anonymous_id"
         )
     for name in ("user_id", "anonymous_id"):
-        if _bad_id(getattr(event, name)):
+        if bad_id(getattr(event, name)):
             verdict.error(
                 name,
                 R.VALIDATION_REASON_ID_MALFORMED,
@@ -285,7 +286,7 @@ def _money(
 def _product(product: events_pb2.Product, path: str, verdict: Verdict) -> None:
     if not product.product_id:
         verdict.error(f"{path}.product_id", R.VALIDATION_REASON_REQUIRED_FIELD_MISSING, "required")
-    elif _bad_id(product.product_id):
+    elif bad_id(product.product_id):
         verdict.error(f"{path}.product_id", R.VALIDATION_REASON_ID_MALFORMED, "malformed id")
     if product.quantity < 0:
         verdict.error(
@@ -322,7 +323,7 @@ def _track(track: events_pb2.Track, verdict: Verdict) -> None:
             verdict.error(
                 "track.order.order_id", R.VALIDATION_REASON_REQUIRED_FIELD_MISSING, "required"
             )
-        elif _bad_id(order.order_id):
+        elif bad_id(order.order_id):
             verdict.error("track.order.order_id", R.VALIDATION_REASON_ID_MALFORMED, "malformed id")
         for index, product in enumerate(order.products):
             _product(product, f"track.order.products[{index}]", verdict)
