@@ -10,6 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 
 class Stream(StrEnum):
@@ -33,6 +34,7 @@ _TOKEN_PERSON = b"tailor-subject"
 _UNSAFE = re.compile(r"[^a-z0-9_\-]+")
 
 
+@lru_cache(maxsize=65536)  # a busy service hashes the same subjects many times per event
 def _digest(subject_id: str) -> bytes:
     return hashlib.blake2b(subject_id.encode(), digest_size=16, person=_TOKEN_PERSON).digest()
 

@@ -12,6 +12,7 @@ drops.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -134,7 +135,10 @@ class Collector:
             # A malformed id must not become a key in our tables or a Nats-Msg-Id.
             event.message_id = derive_message_id(event)
         item = _Item(index, event, verdict, customer_subject_id(event))
-        item.personal = list(personal_fields(event))
+        # Validation found them unless it stopped early (an oversized event): look again then,
+        # since a rejected event's personal values must be sealed or removed too.
+        found = verdict.personal
+        item.personal = found if found is not None else list(personal_fields(event))
         item.result.message_id = event.message_id
         return item
 
@@ -252,25 +256,27 @@ class Collector:
     def _settle(
         self, caller: Caller, accepted: list[_Item], fresh: set[str], rejected: list[_Item]
     ) -> None:
-        source = caller.source_id
+        counts: Counter[tuple[str, str]] = Counter()
         for item in accepted:
             if item.event.message_id not in fresh:
                 item.result.outcome = DUPLICATE
-                self._counters.count(source, "duplicate")
+                counts["duplicate", ""] += 1
                 continue
             item.result.outcome = ACCEPTED
             item.result.warnings.extend(item.verdict.warnings)
-            self._counters.count(source, "accepted")
+            counts["accepted", ""] += 1
             if item.verdict.warnings:
-                self._counters.count(source, "accepted_with_warnings")
+                counts["accepted_with_warnings", ""] += 1
             for issue in item.verdict.warnings:
-                self._counters.count(source, "warning", _reason_name(issue.reason))
+                counts["warning", _reason_name(issue.reason)] += 1
         for item in rejected:
             item.result.outcome = REJECTED
             item.result.errors.extend(item.verdict.errors)
-            self._counters.count(source, "rejected")
-            for reason in {issue.reason for issue in item.verdict.errors}:
-                self._counters.count(source, "rejection", _reason_name(reason))
+            counts["rejected", ""] += 1
+            for code in {issue.reason for issue in item.verdict.errors}:
+                counts["rejection", _reason_name(code)] += 1
+        for (metric, name), n in counts.items():
+            self._counters.count(caller.source_id, metric, name, n=n)
 
     def _rejection(
         self, caller: Caller, item: _Item, now: datetime

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -31,8 +32,8 @@ REASONS = PromCounter(
 )
 
 
-def _minute(moment: datetime) -> datetime:
-    return moment.replace(second=0, microsecond=0)
+def _minute() -> datetime:
+    return datetime.fromtimestamp(time.time() // 60 * 60, UTC)
 
 
 class QualityCounters:
@@ -46,7 +47,7 @@ class QualityCounters:
         self, source: str, metric: str, reason: str = "", purpose: str = "", n: int = 1
     ) -> None:
         """Add ``n`` to a metric: an outcome (reason empty) or a reason row."""
-        self._pending[(source, _minute(datetime.now(UTC)), metric, reason, purpose)] += n
+        self._pending[(source, _minute(), metric, reason, purpose)] += n
         if reason:
             REASONS.labels(source, metric, reason).inc(n)
         else:

@@ -54,18 +54,20 @@ def personal_fields(message: Message, prefix: str = "") -> Iterator[tuple[str, P
     wanted = _personal_paths(message.DESCRIPTOR)
     if not wanted:
         return
-    for field, value in message.ListFields():
-        how = wanted.get(field.name)
-        if how is None:
-            continue
-        path = f"{prefix}{field.name}"
+    # Asking for the few fields that can lead to a personal value is much cheaper than
+    # listing every set field (an order's products and prices included).
+    for name, how in wanted.items():
+        path = f"{prefix}{name}"
         if how == "value":
-            yield path, value
+            if message.HasField(name):
+                yield path, getattr(message, name)
         elif how == "message":
-            yield from personal_fields(value, f"{path}.")
+            if message.HasField(name):
+                yield from personal_fields(getattr(message, name), f"{path}.")
         elif how == "map":
-            for key in sorted(value):
-                yield f"{path}.{key}", value[key]
+            values = getattr(message, name)
+            for key in sorted(values):
+                yield f"{path}.{key}", values[key]
         else:
-            for index, item in enumerate(value):
+            for index, item in enumerate(getattr(message, name)):
                 yield from personal_fields(item, f"{path}[{index}].")

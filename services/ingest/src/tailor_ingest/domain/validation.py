@@ -67,6 +67,8 @@ class Verdict:
     purpose: str = ""
     errors: list[events_pb2.FieldIssue] = field(default_factory=list)
     warnings: list[events_pb2.FieldIssue] = field(default_factory=list)
+    #: The event's personal values with their paths, once validation got that far.
+    personal: list[tuple[str, common_pb2.PersonalField]] | None = None
 
     @property
     def rejected(self) -> bool:
@@ -149,7 +151,6 @@ def validate_event(
         return verdict  # do not spend time walking an oversized event
     _times(event, verdict, now, quality.max_clock_skew, quality.max_event_age)
     _context(event, verdict)
-    _personal(event, verdict, quality.max_string_length)
     if kind == "track":
         _track(event.track, verdict)
     elif kind == "identify":
@@ -173,6 +174,8 @@ def validate_event(
     _sizes(event, container, prefix, verdict, quality.max_properties, quality.max_string_length)
     if kind is not None:
         _plan(event, plan, plan_name, container, prefix, verdict)
+    # Last, so that properties the plan made personal are among them.
+    verdict.personal = _personal(event, verdict, quality.max_string_length)
     return verdict
 
 
@@ -251,8 +254,11 @@ def _context(event: events_pb2.CustomerEvent, verdict: Verdict) -> None:
         )
 
 
-def _personal(event: events_pb2.CustomerEvent, verdict: Verdict, max_length: int) -> None:
-    for path, value in personal_fields(event):
+def _personal(
+    event: events_pb2.CustomerEvent, verdict: Verdict, max_length: int
+) -> list[tuple[str, common_pb2.PersonalField]]:
+    found = list(personal_fields(event))
+    for path, value in found:
         form = value.WhichOneof("value")
         if form == "encrypted":
             verdict.error(
@@ -262,6 +268,7 @@ def _personal(event: events_pb2.CustomerEvent, verdict: Verdict, max_length: int
             )
         elif form == "plaintext" and len(value.plaintext) > max_length:
             verdict.error(path, R.VALIDATION_REASON_VALUE_TOO_LONG, f"over {max_length} characters")
+    return found
 
 
 def _money(
