@@ -25,7 +25,7 @@ async def test_a_waiting_stream_proceeds_when_room_is_freed() -> None:
     capacity = Capacity(10)
     capacity.try_reserve(10)
     waiter = asyncio.create_task(capacity.reserve(4))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one scheduling turn: the waiter has run and is still blocked
     assert not waiter.done()
     await capacity.release(10)
     await asyncio.wait_for(waiter, 1)
