@@ -6,7 +6,7 @@ violations carried as ``google.rpc.BadRequest`` details.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -39,10 +39,20 @@ class DomainError(Exception):
 
     code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str, field_violations: Sequence[FieldViolation] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        field_violations: Sequence[FieldViolation] = (),
+        *,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field_violations = list(field_violations)
+        #: Machine-readable cause (google.rpc.ErrorInfo.reason), e.g. "CONSENT_REQUIRED".
+        self.reason = reason
+        self.metadata = dict(metadata or {})
 
 
 class InvalidArgument(DomainError):

@@ -127,6 +127,11 @@ def to_status(error: DomainError) -> Any:
             ]
         )
         status.details.add().Pack(details)
+    if error.reason:
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason, domain="tailor", metadata=error.metadata
+        )
+        status.details.add().Pack(info)
     if isinstance(error, ResourceExhausted):
         retry = error_details_pb2.RetryInfo()
         retry.retry_delay.FromTimedelta(timedelta(seconds=error.retry_after_seconds))
