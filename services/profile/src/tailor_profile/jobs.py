@@ -98,7 +98,7 @@ class BatchJobs:
         self._clock_interval = clock_seconds
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._bodies: dict[Job, Callable[[asyncpg.Connection], Awaitable[int]]] = {
+        self._bodies: dict[Job, Callable[[Any], Awaitable[int]]] = {
             Job.RFM_SCORES: self._rfm,
             Job.COHORT_STATISTICS: self._cohorts,
             Job.STALENESS_SCAN: self._staleness,
@@ -118,8 +118,8 @@ class BatchJobs:
             if not locked:
                 raise FailedPrecondition(f"{job.value} is already running")
             row = await conn.fetchrow(
-                "INSERT INTO job_runs (run_id, job, state, on_demand) VALUES ($1, $2, 'RUNNING', $3) "
-                "RETURNING *",
+                "INSERT INTO job_runs (run_id, job, state, on_demand) "
+                "VALUES ($1, $2, 'RUNNING', $3) RETURNING *",
                 f"run-{uuid.uuid4().hex[:16]}",
                 job.value,
                 on_demand,
@@ -139,11 +139,11 @@ class BatchJobs:
         while True:
             async with self._pool.acquire() as conn:
                 row = await conn.fetchrow("SELECT * FROM job_runs WHERE run_id = $1", run.run_id)
-            if row["state"] != "RUNNING":
+            if row is not None and row["state"] != "RUNNING":
                 return run_from_row(row)
             await asyncio.sleep(0.05)
 
-    async def _execute(self, conn: asyncpg.Connection, run: JobRun) -> None:
+    async def _execute(self, conn: Any, run: JobRun) -> None:
         state, updated, error = "COMPLETED", 0, ""
         try:
             updated = await self._bodies[run.job](conn)
@@ -200,7 +200,7 @@ class BatchJobs:
 
     # -- the jobs --------------------------------------------------------------------------
 
-    async def _rfm(self, conn: asyncpg.Connection) -> int:
+    async def _rfm(self, conn: Any) -> int:
         now = datetime.now(UTC)
         rows = await conn.fetch(
             "SELECT profile_id, state->>'last_order_at' AS last_order, "
@@ -226,7 +226,7 @@ class BatchJobs:
 
     async def _write_rfm(
         self,
-        conn: asyncpg.Connection,
+        conn: Any,
         changes: list[tuple[str, dict[str, Any] | None]],
         now: datetime,
     ) -> None:
@@ -250,7 +250,7 @@ class BatchJobs:
                 await enqueue(conn, [m for m in messages if m is not None])
 
     async def _rewrite_search(
-        self, conn: asyncpg.Connection, profile: repo.StoredProfile, now: datetime, cause: str
+        self, conn: Any, profile: repo.StoredProfile, now: datetime, cause: str
     ) -> Any:
         after = search_values(profile, now, self._currency)
         changed = sorted(
@@ -271,7 +271,7 @@ class BatchJobs:
             self._naming, profile, changed, after, cause_event_id="", created=False, now=now
         )
 
-    async def _cohorts(self, conn: asyncpg.Connection) -> int:
+    async def _cohorts(self, conn: Any) -> int:
         now = datetime.now(UTC)
         wanted = (*IMPUTED_NUMERIC, *IMPUTED_CATEGORICAL)
         rows = await conn.fetch("SELECT profile_id, search, imputed FROM profiles")
@@ -302,7 +302,7 @@ class BatchJobs:
         await conn.executemany("UPDATE profiles SET imputed = $2 WHERE profile_id = $1", updates)
         return len(updates)
 
-    async def _staleness(self, conn: asyncpg.Connection) -> int:
+    async def _staleness(self, conn: Any) -> int:
         now = datetime.now(UTC)
         rows = await conn.fetch(
             "SELECT profile_id, state->'traits' AS traits, stale_traits FROM profiles"

@@ -15,6 +15,7 @@ import contextlib
 import math
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import structlog
@@ -76,7 +77,7 @@ class PartitionOwner:
         self.member_id = f"m-{uuid.uuid4().hex[:12]}"
         self._running: dict[int, tuple[InboxConsumer, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
-        self._conn: asyncpg.Connection | None = None
+        self._conn: Any = None  # a pool connection held for the session locks
 
     @property
     def owned(self) -> list[int]:
@@ -110,7 +111,7 @@ class PartitionOwner:
     async def stop(self) -> None:
         self._stopping.set()
 
-    async def _connection(self) -> asyncpg.Connection:
+    async def _connection(self) -> Any:
         if self._conn is None or self._conn.is_closed():
             self._conn = await self._pool.acquire()
         return self._conn

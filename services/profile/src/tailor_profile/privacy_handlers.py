@@ -55,12 +55,13 @@ def handlers(reader: ProfileReader) -> PrivacyHandlers:
                     ],
                 }
             )
-        return json.loads(json.dumps({"profiles": profiles}, default=str))
+        exported: dict[str, Any] = json.loads(json.dumps({"profiles": profiles}, default=str))
+        return exported
 
     async def erase(conn: Connection, subject_ids: Sequence[str]) -> dict[str, int]:
         profile_ids = await _profile_ids(conn, subject_ids)
         ids = sorted(set(profile_ids) | set(subject_ids))
-        counts = {}
+        counts: dict[str, int] = {}
         for table, column in (
             ("trait_history", "profile_id"),
             ("merges", "surviving_profile_id"),

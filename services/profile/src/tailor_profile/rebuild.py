@@ -24,6 +24,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
+from tailor_core.db import Connection
 from tailor_core.envelopes import parse
 from tailor_core.errors import FailedPrecondition, NotFound
 from tailor_core.streams import Naming, Stream
@@ -48,7 +49,8 @@ class Rebuild:
     requested_by: str
 
 
-def _rebuild(row: asyncpg.Record) -> Rebuild:
+def _rebuild(row: asyncpg.Record | None) -> Rebuild:
+    assert row is not None
     return Rebuild(
         row["rebuild_id"],
         row["state"],
@@ -167,7 +169,7 @@ class Rebuilder:
             await self._set(rebuild.rebuild_id, "REPLAYING", replayed)
         return replayed
 
-    async def _apply_next(self, conn: asyncpg.Connection) -> int | None:
+    async def _apply_next(self, conn: Connection) -> int | None:
         """Fetch and apply one batch; None when the stream has nothing more."""
         try:
             batch = await self._sub.fetch(REPLAY_BATCH, timeout=1.0)  # type: ignore[attr-defined]
@@ -241,7 +243,7 @@ class Rebuilder:
         sub = getattr(self, "_sub", None)
         if sub is not None:
             try:
-                await sub.unsubscribe()  # type: ignore[attr-defined]
+                await sub.unsubscribe()
             except Exception:  # the ephemeral consumer goes away by itself
                 log.debug("rebuild consumer already gone")
 

@@ -17,7 +17,6 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
-from nats.aio.client import Client as NatsClient
 
 from tailor.common.v1 import common_pb2
 from tailor.consent.v1 import consent_pb2, consent_pb2_grpc
@@ -86,9 +85,9 @@ class Platform:
                 self._channel("ingest")
             ).CreateApiKey(admin_pb2.CreateApiKeyRequest(source_id="app"), metadata=STAFF)
             self._key = (("x-api-key", created.secret),)
-        reply = await ingest_pb2_grpc.IngestServiceStub(self._channel("ingest")).Batch(
-            ingest_pb2.BatchRequest(events=list(events)), metadata=self._key
-        )
+        reply: ingest_pb2.BatchResponse = await ingest_pb2_grpc.IngestServiceStub(
+            self._channel("ingest")
+        ).Batch(ingest_pb2.BatchRequest(events=list(events)), metadata=self._key)
         return reply
 
     async def applied(self) -> int:
@@ -156,7 +155,9 @@ async def test_the_sample_projects_to_profiles_that_reconcile_with_the_file(
     )
     for invoice in uci.read_invoices(SAMPLE):
         event = uci.invoice_event(invoice)
-        if any(p.quantity < 0 or Decimal(p.price.amount or 0) < 0 for p in event.track.order.products):
+        if any(
+            p.quantity < 0 or Decimal(p.price.amount or 0) < 0 for p in event.track.order.products
+        ):
             continue
         subject = event.user_id or event.anonymous_id
         amount = Decimal(event.track.order.revenue.amount)
@@ -171,7 +172,9 @@ async def test_the_sample_projects_to_profiles_that_reconcile_with_the_file(
     for row in rows:
         life = json.loads(row["state"])["life"]
         got[row["profile_id"]] = {
-            "orders": life["orders"], "refunds": life["refunds"], "revenue": Decimal(life["rev"])
+            "orders": life["orders"],
+            "refunds": life["refunds"],
+            "revenue": Decimal(life["rev"]),
         }
     assert got.keys() == expected.keys()
     assert got == dict(expected)
@@ -213,7 +216,8 @@ async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consen
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     info = error_details_pb2.ErrorInfo()
     assert _status(denied.value).details[0].Unpack(info)
-    assert info.reason == "CONSENT_REQUIRED" and info.metadata["purpose"] == "personalization"
+    assert info.reason == "CONSENT_REQUIRED"
+    assert info.metadata["purpose"] == "personalization"
 
     partial = await stub.GetProfile(
         profile_pb2.GetProfileRequest(
@@ -222,7 +226,8 @@ async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consen
         metadata=READER,
     )
     names = {t.name: t for t in partial.profile.traits}
-    assert partial.profile.personal_omitted and "email" not in names
+    assert partial.profile.personal_omitted
+    assert "email" not in names
     assert names["demographics.age"].value.number_value == 41
     assert not partial.profile.identities
 
@@ -233,11 +238,12 @@ async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consen
     )
     traits = {t.name: t for t in full.profile.traits}
     assert traits["email"].value.string_value == f"{user}@example.com"
-    assert traits["email"].personal and not full.profile.personal_omitted
+    assert traits["email"].personal
+    assert not full.profile.personal_omitted
     assert list(full.profile.identities) == [user]
     # Stored sealed: the plain address is nowhere in the schema.
     dump = await platform.pg.fetchval(
-        f'SELECT string_agg(state::text, \'\') FROM "{platform.schema}".profiles'
+        f"SELECT string_agg(state::text, '') FROM \"{platform.schema}\".profiles"
     )
     assert f"{user}@example.com" not in dump
 
@@ -291,13 +297,9 @@ async def _has_profile(platform: Platform, profile_id: str) -> bool:
 
 
 async def _merged(platform: Platform, merged: str, survivor: str) -> bool:
-    return (
-        await platform.pg.fetchval(
-            f'SELECT profile_id FROM "{platform.schema}".identities WHERE subject_id = $1', merged
-        )
-        == survivor
-        and not await _has_profile(platform, merged)
-    )
+    return await platform.pg.fetchval(
+        f'SELECT profile_id FROM "{platform.schema}".identities WHERE subject_id = $1', merged
+    ) == survivor and not await _has_profile(platform, merged)
 
 
 async def _snapshot(platform: Platform) -> dict[str, Any]:
@@ -333,7 +335,7 @@ async def test_rebuild_by_replay_equals_the_live_projection(platform: Platform) 
             metadata=ADMIN,
         )
         assert reply.rebuild.state != profile_pb2.REBUILD_STATE_FAILED, reply.rebuild.error
-        return reply.rebuild.state == profile_pb2.REBUILD_STATE_COMPLETED
+        return bool(reply.rebuild.state == profile_pb2.REBUILD_STATE_COMPLETED)
 
     await wait_until(done, timeout=120, message="rebuild completed")
     assert await platform.applied() == applied
@@ -409,7 +411,7 @@ async def test_find_profiles_filters_by_computed_traits_and_consent(platform: Pl
     reply = await stub.FindProfiles(request, metadata=READER)
     assert not reply.profiles  # nobody in the sample has consented to marketing
     buyers = await platform.pg.fetch(
-        f'SELECT profile_id, (state->\'life\'->>\'orders\')::int AS orders '
+        f"SELECT profile_id, (state->'life'->>'orders')::int AS orders "
         f'FROM "{platform.schema}".profiles ORDER BY 2 DESC, 1 LIMIT 3'
     )
     for row in buyers:
@@ -422,4 +424,5 @@ async def test_find_profiles_filters_by_computed_traits_and_consent(platform: Pl
 
 def test_an_empty_state_has_zero_figures() -> None:
     view = computed_view(new_state(), datetime.now(UTC), "GBP", None)
-    assert view["orders_lifetime"] == 0 and view["revenue_lifetime"]["amount"] == "0.00"
+    assert view["orders_lifetime"] == 0
+    assert view["revenue_lifetime"]["amount"] == "0.00"

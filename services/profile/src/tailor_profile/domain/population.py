@@ -82,24 +82,28 @@ def cohort_statistics(observations: Iterable[Observation]) -> dict[str, dict[str
     """
     gathered: dict[str, dict[str, list[object]]] = {}
     for observation in observations:
-        cohort = gathered.setdefault(observation.cohort, {})
-        for trait, value in observation.values.items():
-            cohort.setdefault(trait, []).append(value)
+        by_trait = gathered.setdefault(observation.cohort, {})
+        for trait, observed in observation.values.items():
+            by_trait.setdefault(trait, []).append(observed)
     stats: dict[str, dict[str, object]] = {}
     for cohort, traits in gathered.items():
         for trait, values in traits.items():
             if len(values) < MIN_COHORT:
                 continue
-            if trait in IMPUTED_NUMERIC:
-                value: object = statistics.median(float(v) for v in values)  # type: ignore[arg-type]
-                if trait == "demographics.age":
-                    value = round(float(value))  # type: ignore[arg-type]
-            else:
-                counts = Counter(str(v) for v in values)
-                top = max(counts.values())
-                value = min(v for v, n in counts.items() if n == top)
-            stats.setdefault(cohort, {})[trait] = {"value": value, "n": len(values)}
+            stats.setdefault(cohort, {})[trait] = {
+                "value": _typical(trait, values),
+                "n": len(values),
+            }
     return stats
+
+
+def _typical(trait: str, values: list[object]) -> object:
+    if trait in IMPUTED_NUMERIC:
+        median = statistics.median(float(str(v)) for v in values)
+        return round(median) if trait == "demographics.age" else median
+    counts = Counter(str(v) for v in values)
+    top = max(counts.values())
+    return min(v for v, n in counts.items() if n == top)
 
 
 def impute(

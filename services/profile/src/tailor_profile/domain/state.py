@@ -57,7 +57,7 @@ class TraitWrite:
 
 
 def new_state() -> State:
-    return {
+    state: State = {
         "first_seen": None,
         "last_seen": None,
         "traits": {},
@@ -80,6 +80,7 @@ def new_state() -> State:
         "last_context": None,
         "last_support": None,
     }
+    return state
 
 
 def iso(moment: datetime) -> str:
@@ -102,7 +103,10 @@ def _day(moment: datetime) -> str:
 
 
 def _bucket(state: State, day: str) -> dict[str, Any]:
-    return state["days"].setdefault(day, {"ev": {}, "orders": 0, "rev": "0", "soc": 0, "sup": 0})
+    bucket: dict[str, Any] = state["days"].setdefault(
+        day, {"ev": {}, "orders": 0, "rev": "0", "soc": 0, "sup": 0}
+    )
+    return bucket
 
 
 def _add_money(total: str, amount: Decimal) -> str:
@@ -332,7 +336,7 @@ class Projector:
         personal: list[tuple[str, common_pb2.PersonalField]] = [
             (trait, getattr(identify, field))
             for trait, field in PERSONAL_IDENTIFY_FIELDS.items()
-            if identify.HasField(field)
+            if identify.HasField(field)  # type: ignore[arg-type]
         ]
         personal += [(f"personal.{k}", v) for k, v in sorted(identify.personal_traits.items())]
         for trait, field_value in personal:

@@ -64,7 +64,7 @@ def computed_view(
             sum((Decimal(b["rev"]) for b in in30.values()), Decimal(0)), currency
         ),
         "revenue_lifetime": _money(revenue, currency),
-        "average_order_value": _money(revenue / orders if orders > 0 else 0, currency),
+        "average_order_value": _money(revenue / orders if orders > 0 else Decimal(0), currency),
         "refunds_lifetime": life["refunds"],
         "favourite_categories": _favourites(state, "category"),
         "favourite_brands": _favourites(state, "brand"),

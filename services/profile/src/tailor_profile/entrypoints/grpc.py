@@ -93,7 +93,7 @@ def profile_message(record: ProfileRecord) -> profile_pb2.Profile:
     for trait in record.traits:
         item = message.traits.add(
             name=trait.name,
-            source=trait.source,  # type: ignore[arg-type]
+            source=trait.source,
             stale=trait.stale,
             imputed=trait.imputed,
             personal=trait.personal,
@@ -432,6 +432,6 @@ def _job(value: int) -> Job | None:
     if value == 0:
         return None
     try:
-        return Job(profile_pb2.BatchJob.Name(value).removeprefix("BATCH_JOB_"))
+        return Job(profile_pb2.BatchJob.Name(value).removeprefix("BATCH_JOB_"))  # type: ignore[arg-type]
     except ValueError:
         return None
