@@ -45,7 +45,7 @@ class TraitDefinition:
 
     @property
     def is_family(self) -> bool:
-        return self.name.endswith("*")
+        return "*" in self.name
 
     def matches(self, name: str) -> bool:
         if self.is_family:
