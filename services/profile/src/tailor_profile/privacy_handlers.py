@@ -63,6 +63,7 @@ def handlers(reader: ProfileReader) -> PrivacyHandlers:
         ids = sorted(set(profile_ids) | set(subject_ids))
         counts: dict[str, int] = {}
         for table, column in (
+            ("applied_events", "subject_id"),
             ("trait_history", "profile_id"),
             ("merges", "surviving_profile_id"),
             ("merges", "merged_profile_id"),

@@ -120,7 +120,14 @@ class ProfileProjection:
             exclusive = any(may_merge(env.customer_event) for _, env in customer)
             await lock_projection(conn, self._schema, exclusive)
         t = self.tables
-        new_ids = await repo.claim_events(conn, t, [eid for eid, _ in customer])
+        new_ids = await repo.claim_events(
+            conn,
+            t,
+            [
+                (eid, env.customer_event.user_id or env.customer_event.anonymous_id)
+                for eid, env in customer
+            ],
+        )
         fresh = [(eid, env) for eid, env in customer if eid in new_ids]
         if not fresh:
             return 0

@@ -77,12 +77,14 @@ def _profile(row: Any) -> StoredProfile:
 _COLUMNS = "profile_id, version, state, search, rfm, imputed, stale_traits"
 
 
-async def claim_events(conn: Connection, t: Tables, event_ids: Sequence[str]) -> set[str]:
-    """Record event ids as applied; return those that were new."""
+async def claim_events(conn: Connection, t: Tables, events: Sequence[tuple[str, str]]) -> set[str]:
+    """Record ``(event id, subject id)`` pairs as applied; return the ids that were new."""
     rows = await conn.fetch(
-        f"INSERT INTO {t.applied} (event_id) SELECT unnest($1::text[]) "
+        f"INSERT INTO {t.applied} (event_id, subject_id) "
+        "SELECT * FROM unnest($1::text[], $2::text[]) "
         "ON CONFLICT DO NOTHING RETURNING event_id",
-        list(event_ids),
+        [e for e, _ in events],
+        [s for _, s in events],
     )
     return {row["event_id"] for row in rows}
 

@@ -61,9 +61,12 @@ CREATE TABLE trait_history (
 CREATE INDEX trait_history_by_profile ON trait_history (profile_id, trait, set_at DESC);
 
 -- Customer events already applied (the projection's own inbox, rebuilt with it).
+-- `subject_id` lets an erasure remove the ids of the subject's events (they can name it).
 CREATE TABLE applied_events (
-    event_id text PRIMARY KEY
+    event_id   text PRIMARY KEY,
+    subject_id text NOT NULL DEFAULT ''
 );
+CREATE INDEX applied_events_by_subject ON applied_events (subject_id);
 
 -- Operational tables (not rebuilt).
 
