@@ -28,9 +28,8 @@ from tailor_core.envelopes import customer_event_envelope
 from tailor_core.migrations import core_migrations, load_migrations, migrate
 from tailor_core.streams import Naming
 from tailor_core.testing.infra import test_infra
-from tailor_profile.adapters.repository import REBUILD
+from tailor_profile.adapters.repository import PROJECTION_TABLES, REBUILD
 from tailor_profile.projection import ProfileProjection
-from tailor_profile.rebuild import PROJECTION_TABLES
 
 BATCH = 500
 
@@ -84,6 +83,7 @@ async def raw_rate(pool: asyncpg.Pool, n: int, subjects: int) -> float:
     """The raw limit: one batched upsert per 500 events of rows the size the projection writes."""
     async with pool.acquire() as conn:
         sample = await conn.fetchrow("SELECT state, search FROM profiles LIMIT 1")
+    assert sample is not None, "the projection ran first"
     state, search = sample["state"], sample["search"]
     started = time.perf_counter()
     for start in range(0, n, BATCH):
