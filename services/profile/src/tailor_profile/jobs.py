@@ -133,16 +133,6 @@ class BatchJobs:
         task.add_done_callback(self._tasks.discard)
         return run
 
-    async def run_now(self, job: Job, *, on_demand: bool = True) -> JobRun:
-        """Run ``job`` and wait for it (tests, the rebuild, the CLI)."""
-        run = await self.start(job, on_demand=on_demand)
-        while True:
-            async with self._pool.acquire() as conn:
-                row = await conn.fetchrow("SELECT * FROM job_runs WHERE run_id = $1", run.run_id)
-            if row is not None and row["state"] != "RUNNING":
-                return run_from_row(row)
-            await asyncio.sleep(0.05)
-
     async def _execute(self, conn: Any, run: JobRun) -> None:
         state, updated, error = "COMPLETED", 0, ""
         try:
