@@ -23,6 +23,7 @@ from tailor_core import failpoints
 from tailor_core.bus import ConsumerSpec, provision_consumer
 from tailor_core.db import Connection
 from tailor_core.logs import bind_event_id
+from tailor_core.metrics import INBOX_APPLIED, INBOX_DEAD_LETTERED, INBOX_DUPLICATES
 
 log = structlog.get_logger(__name__)
 
@@ -148,6 +149,8 @@ class InboxConsumer:
     def _count(self, received: int, fresh: int) -> None:
         self.processed_total += fresh
         self.duplicates_total += received - fresh
+        INBOX_APPLIED.labels(self.name).inc(fresh)
+        INBOX_DUPLICATES.labels(self.name).inc(received - fresh)
 
     async def _apply(self, conn: Connection, messages: Sequence[InboundMessage]) -> int:
         """Record the event ids and run the handler on the new ones; return how many were new."""
@@ -205,6 +208,7 @@ class InboxConsumer:
         }
         await self._js.publish(self._dead_letter_subject, message.data, headers=headers)
         self.dead_lettered_total += 1
+        INBOX_DEAD_LETTERED.labels(self.name).inc()
         log.error(
             "message dead-lettered",
             consumer=self.name,

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 GRPC_REQUESTS = Counter(
     "tailor_grpc_requests",
@@ -19,6 +19,29 @@ GRPC_SECONDS = Histogram(
     "gRPC request handling time in seconds",
     ["service", "method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# Consumers: what an operator watches to see that replicas share the work and that
+# redelivery is absorbed (duplicates) rather than counted twice.
+INBOX_APPLIED = Counter(
+    "tailor_inbox_events_applied",
+    "Events applied by a durable consumer for the first time",
+    ["consumer"],
+)
+INBOX_DUPLICATES = Counter(
+    "tailor_inbox_duplicates",
+    "Redelivered or repeated events a durable consumer recognised and skipped",
+    ["consumer"],
+)
+INBOX_DEAD_LETTERED = Counter(
+    "tailor_inbox_dead_lettered",
+    "Events a durable consumer gave up on and sent to its dead-letter subject",
+    ["consumer"],
+)
+PARTITIONS_OWNED = Gauge(
+    "tailor_partitions_owned",
+    "Stream partitions this replica currently consumes",
+    ["service"],
 )
 
 

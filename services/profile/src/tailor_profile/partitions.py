@@ -25,6 +25,7 @@ from tailor_core.bus import ConsumerSpec
 from tailor_core.db import Connection
 from tailor_core.envelopes import parse
 from tailor_core.inbox import InboundMessage, InboxConsumer
+from tailor_core.metrics import PARTITIONS_OWNED
 from tailor_core.streams import Naming, Stream
 from tailor_profile.projection import ProfileProjection, hash_text
 
@@ -177,10 +178,12 @@ class PartitionOwner:
         )
         task = asyncio.create_task(consumer.run(), name=spec.durable)
         self._running[partition] = (consumer, task)
+        PARTITIONS_OWNED.labels("profile").set(len(self._running))
         log.info("partition taken", partition=partition, member=self.member_id)
 
     async def _release(self, partition: int, *, unlock: bool) -> None:
         consumer, task = self._running.pop(partition)
+        PARTITIONS_OWNED.labels("profile").set(len(self._running))
         await consumer.stop()
         with contextlib.suppress(Exception):
             await task

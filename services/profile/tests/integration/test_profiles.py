@@ -4,140 +4,36 @@ resolution, consent-gated reads, rebuild by replay and precise errors."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 
 from tailor.common.v1 import common_pb2
-from tailor.consent.v1 import consent_pb2, consent_pb2_grpc
 from tailor.events.v1 import events_pb2
-from tailor.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from tailor.profile.v1 import profile_pb2, profile_pb2_grpc
-from tailor_cli.importing import uci
+from tailor.ingest.v1 import ingest_pb2
+from tailor.profile.v1 import profile_pb2
 from tailor_cli.importing.command import import_file
-from tailor_core.auth import mint_token
-from tailor_core.bus import delete_streams, platform_streams
-from tailor_core.streams import Naming
 from tailor_core.testing.fixtures import unique_name
-from tailor_core.testing.infra import Infra
-from tailor_core.testing.services import ServiceGroup
 from tailor_core.testing.waiting import wait_until
 from tailor_profile.domain.state import new_state
 from tailor_profile.domain.view import computed_view
 
+from .conftest import (
+    ADMIN,
+    READER,
+    SAMPLE,
+    STAFF,
+    Platform,
+    event,
+    status_details,
+    totals_from_file,
+)
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-SECRET = "p" * 40
-SAMPLE = Path(__file__).resolve().parents[4] / "data/uci-online-retail/sample.csv.gz"
-
-
-def bearer(*scopes: str, kind: str = "compliance") -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {mint_token(SECRET, 'staff-1', kind, list(scopes))}"),)  # type: ignore[arg-type]
-
-
-STAFF = bearer("ingest:admin")
-OFFICER = bearer("consent:write")
-READER = bearer("profile:read", kind="service")
-ADMIN = bearer("profile:admin", "profile:read")
-
-
-@dataclass
-class Platform:
-    group: ServiceGroup
-    naming: Naming
-    pg: asyncpg.Connection
-    schema: str
-    channels: list[grpc.aio.Channel]
-
-    def _channel(self, name: str) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(self.group.services[name].address)
-        self.channels.append(channel)
-        return channel
-
-    def profiles(self) -> profile_pb2_grpc.ProfileServiceStub:
-        return profile_pb2_grpc.ProfileServiceStub(self._channel("profile"))
-
-    async def grant(self, subject: str, *purposes: str) -> None:
-        await consent_pb2_grpc.ConsentServiceStub(self._channel("consent")).GrantConsent(
-            consent_pb2.GrantConsentRequest(
-                subject_id=subject,
-                purposes=list(purposes),
-                metadata=consent_pb2.DecisionMetadata(source=consent_pb2.CONSENT_SOURCE_API),
-            ),
-            metadata=OFFICER,
-        )
-
-    async def send(self, *events: events_pb2.CustomerEvent) -> ingest_pb2.BatchResponse:
-        from tailor.ingest.v1 import admin_pb2, admin_pb2_grpc
-
-        if not hasattr(self, "_key"):
-            created = await admin_pb2_grpc.IngestAdminServiceStub(
-                self._channel("ingest")
-            ).CreateApiKey(admin_pb2.CreateApiKeyRequest(source_id="app"), metadata=STAFF)
-            self._key = (("x-api-key", created.secret),)
-        reply: ingest_pb2.BatchResponse = await ingest_pb2_grpc.IngestServiceStub(
-            self._channel("ingest")
-        ).Batch(ingest_pb2.BatchRequest(events=list(events)), metadata=self._key)
-        return reply
-
-    async def applied(self) -> int:
-        return int(await self.pg.fetchval(f'SELECT count(*) FROM "{self.schema}".applied_events'))
-
-
-@pytest.fixture(scope="module")
-async def platform(
-    infra: Infra, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Platform]:
-    group = ServiceGroup(
-        infra,
-        unique_name("pr"),
-        SECRET,
-        tmp_path_factory.mktemp("profile-logs"),
-        names=("consent", "ingest", "profile"),
-    )
-    group.services["profile"].extra_env["TAILOR_PARTITION_HEARTBEAT_SECONDS"] = "0.3"
-    await group.start()
-    naming = Naming(group.namespace, 4)
-    pg = await asyncpg.connect(infra.pg_dsn)
-    found = Platform(group, naming, pg, group.services["profile"].schema, [])
-    try:
-        yield found
-    finally:
-        for channel in found.channels:
-            await channel.close()
-        await group.stop()
-        await pg.close()
-        import nats
-
-        nc = await nats.connect(infra.nats_url)
-        await delete_streams(nc.jetstream(), [s.name for s in platform_streams(naming)])
-        await nc.drain()
-        await group.drop_schemas()
-
-
-def _event(kind: str, **fields: Any) -> events_pb2.CustomerEvent:
-    event = events_pb2.CustomerEvent(message_id=unique_name("m"), **fields)
-    event.timestamp.FromDatetime(datetime.now(UTC))
-    return event
-
-
-def _status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status()
-            status.ParseFromString(value)
-            return status
-    raise AssertionError("no status details")
 
 
 async def test_the_sample_projects_to_profiles_that_reconcile_with_the_file(
@@ -149,35 +45,10 @@ async def test_the_sample_projects_to_profiles_that_reconcile_with_the_file(
     await wait_until(
         lambda: _at_least(platform, accepted), timeout=120, message="every event applied"
     )
-    # Totals computed from the file alone: orders, refunds and revenue per customer.
-    expected: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"orders": 0, "refunds": 0, "revenue": Decimal(0)}
-    )
-    for invoice in uci.read_invoices(SAMPLE):
-        event = uci.invoice_event(invoice)
-        if any(
-            p.quantity < 0 or Decimal(p.price.amount or 0) < 0 for p in event.track.order.products
-        ):
-            continue
-        subject = event.user_id or event.anonymous_id
-        amount = Decimal(event.track.order.revenue.amount)
-        if event.track.event == "Order Completed":
-            expected[subject]["orders"] += 1
-            expected[subject]["revenue"] += amount
-        else:
-            expected[subject]["refunds"] += 1
-            expected[subject]["revenue"] -= amount
-    rows = await platform.pg.fetch(f'SELECT profile_id, state FROM "{platform.schema}".profiles')
-    got = {}
-    for row in rows:
-        life = json.loads(row["state"])["life"]
-        got[row["profile_id"]] = {
-            "orders": life["orders"],
-            "refunds": life["refunds"],
-            "revenue": Decimal(life["rev"]),
-        }
+    expected = totals_from_file(SAMPLE)
+    got = await platform.projected_totals()
     assert got.keys() == expected.keys()
-    assert got == dict(expected)
+    assert got == expected
 
 
 async def _at_least(platform: Platform, count: int) -> bool:
@@ -189,8 +60,7 @@ async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consen
 ) -> None:
     user = unique_name("u")
     await platform.grant(user, "analytics")
-    identify = _event(
-        "identify",
+    identify = event(
         user_id=user,
         identify=events_pb2.Identify(
             email=common_pb2.PersonalField(plaintext=f"{user}@example.com"),
@@ -215,7 +85,7 @@ async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consen
         )
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     info = error_details_pb2.ErrorInfo()
-    assert _status(denied.value).details[0].Unpack(info)
+    assert status_details(denied.value).details[0].Unpack(info)
     assert info.reason == "CONSENT_REQUIRED"
     assert info.metadata["purpose"] == "personalization"
 
@@ -232,10 +102,25 @@ async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consen
     assert not partial.profile.identities
 
     await platform.grant(user, "personalization")
-    full = await stub.GetProfile(
-        profile_pb2.GetProfileRequest(subject_id=user, purpose="personalization"),
-        metadata=READER,
-    )
+    # The denial above is cached; the grant reaches profile's cache over the CONSENT stream.
+    replies: list[profile_pb2.GetProfileResponse] = []
+
+    async def granted() -> bool:
+        try:
+            replies.append(
+                await stub.GetProfile(
+                    profile_pb2.GetProfileRequest(subject_id=user, purpose="personalization"),
+                    metadata=READER,
+                )
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.PERMISSION_DENIED:
+                raise
+            return False
+        return True
+
+    await wait_until(granted, timeout=5, message="the grant reaches profile")
+    full = replies[-1]
     traits = {t.name: t for t in full.profile.traits}
     assert traits["email"].value.string_value == f"{user}@example.com"
     assert traits["email"].personal
@@ -254,18 +139,17 @@ async def test_identify_merges_the_anonymous_profile_and_later_events_land_on_th
     user, anon = unique_name("u"), unique_name("anon")
     for subject in (user, anon):
         await platform.grant(subject, "analytics", "personalization")
-    page = _event("page", anonymous_id=anon, page=events_pb2.Page(name="Home", path="/"))
+    page = event(anonymous_id=anon, page=events_pb2.Page(name="Home", path="/"))
     await platform.send(page)
     await wait_until(lambda: _has_profile(platform, anon), message="anonymous profile")
-    identify = _event(
-        "identify",
+    identify = event(
         user_id=user,
         anonymous_id=anon,
         identify=events_pb2.Identify(demographics=events_pb2.Demographics(age=30)),
     )
     await platform.send(identify)
     await wait_until(lambda: _merged(platform, anon, user), message="merged")
-    later = _event("page", anonymous_id=anon, page=events_pb2.Page(name="Cart", path="/cart"))
+    later = event(anonymous_id=anon, page=events_pb2.Page(name="Cart", path="/cart"))
     await platform.send(later)
 
     stub = platform.profiles()
@@ -382,7 +266,7 @@ async def test_bad_queries_get_precise_errors(platform: Platform) -> None:
             )
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         request = error_details_pb2.BadRequest()
-        assert _status(bad.value).details[0].Unpack(request)
+        assert status_details(bad.value).details[0].Unpack(request)
         assert request.field_violations[0].field == field
     with pytest.raises(grpc.aio.AioRpcError) as empty:
         await stub.GetProfile(profile_pb2.GetProfileRequest(purpose="x"), metadata=READER)
@@ -416,10 +300,17 @@ async def test_find_profiles_filters_by_computed_traits_and_consent(platform: Pl
     )
     for row in buyers:
         await platform.grant(row["profile_id"], "marketing")
-    reply = await stub.FindProfiles(request, metadata=READER)
-    found = [(p.profile_id, p.computed.orders_lifetime) for p in reply.profiles]
-    assert found == [(r["profile_id"], r["orders"]) for r in buyers if r["orders"] >= 10]
-    assert all(p.personal_omitted for p in reply.profiles)
+    wanted = [(r["profile_id"], r["orders"]) for r in buyers if r["orders"] >= 10]
+    assert wanted, "the sample has customers with ten orders or more"
+    replies: list[profile_pb2.FindProfilesResponse] = []
+
+    async def found_the_granted() -> bool:
+        # The denials above are cached until the grants arrive over the CONSENT stream.
+        replies.append(await stub.FindProfiles(request, metadata=READER))
+        return [(p.profile_id, p.computed.orders_lifetime) for p in replies[-1].profiles] == wanted
+
+    await wait_until(found_the_granted, timeout=5, message="the granted buyers are found")
+    assert all(p.personal_omitted for p in replies[-1].profiles)
 
 
 def test_an_empty_state_has_zero_figures() -> None:

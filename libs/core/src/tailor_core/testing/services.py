@@ -138,6 +138,21 @@ class ServiceGroup:
     def consent(self) -> ServiceProcess:
         return self.services["consent"]
 
+    def replica(self, name: str) -> ServiceProcess:
+        """Another process of service ``name`` on the same schema and namespace (not started):
+        what a second pod of a Deployment is."""
+        first = self.services[name]
+        other = ServiceProcess(
+            name,
+            first.infra,
+            schema=first.schema,
+            namespace=self.namespace,
+            secret=first.secret,
+            log_dir=first.log_path.parent,
+        )
+        other.extra_env.update(first.extra_env)
+        return other
+
     async def start(self) -> None:
         await self.consent.start()
         for service in self.services.values():
