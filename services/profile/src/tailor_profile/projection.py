@@ -193,7 +193,8 @@ class _Batch:
     async def load(self, profile_ids: set[str]) -> None:
         missing = profile_ids - set(self.profiles) - self.deleted
         for pid, stored in (await repo.lock_profiles(self.conn, self.p.tables, missing)).items():
-            self.profiles[pid] = _Touched(stored, search_values(stored, self.now, self.p._currency))
+            # What was last saved (and announced) is what a change is measured against.
+            self.profiles[pid] = _Touched(stored, dict(stored.search))
 
     async def profile(self, profile_id: str) -> _Touched:
         if profile_id not in self.profiles:

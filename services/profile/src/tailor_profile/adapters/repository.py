@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from tailor_core.db import Connection
 from tailor_profile.domain.state import State, TraitWrite, parse_iso
 
@@ -66,8 +68,8 @@ def _profile(row: Any) -> StoredProfile:
     return StoredProfile(
         row["profile_id"],
         row["version"],
-        json.loads(row["state"]),
-        json.loads(row["search"]),
+        orjson.loads(row["state"]),
+        orjson.loads(row["search"]),
         json.loads(row["rfm"]) if row["rfm"] else None,
         json.loads(row["imputed"]) if row["imputed"] else None,
         list(row["stale_traits"]),
@@ -166,8 +168,8 @@ async def save_profiles(
             (
                 p.profile_id,
                 p.version,
-                json.dumps(p.state, separators=(",", ":")),
-                json.dumps(p.search, separators=(",", ":")),
+                orjson.dumps(p.state, option=orjson.OPT_NON_STR_KEYS).decode(),
+                orjson.dumps(p.search, option=orjson.OPT_NON_STR_KEYS).decode(),
                 parse_iso(p.state["first_seen"]) if p.state["first_seen"] else None,
                 parse_iso(p.state["last_seen"]) if p.state["last_seen"] else None,
                 window_changes.get(p.profile_id),

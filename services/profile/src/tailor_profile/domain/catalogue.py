@@ -5,6 +5,7 @@ what is listed here; a name ending in ``*`` stands for a family (``preferences.s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import IntEnum
@@ -186,6 +187,7 @@ CATALOGUE: tuple[TraitDefinition, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=8192)  # on the projection's hot path; the catalogue is fixed
 def definition_of(name: str) -> TraitDefinition | None:
     """The catalogue entry for ``name`` (an exact entry wins over a family)."""
     family = None
