@@ -106,3 +106,9 @@ class ResourceExhausted(DomainError):
 
 class Unavailable(DomainError):
     code = ErrorCode.UNAVAILABLE
+
+
+class DeadlineExceeded(DomainError):
+    """The work would take longer than the caller allowed."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED

@@ -102,8 +102,11 @@ class Naming:
         token = subject_token(subject_id) if subject_id else "anonymous"
         return f"{self.root(Stream.REJECTED)}.{safe_token(source)}.{token}"
 
-    def segment_subject(self, segment_id: str, change: str) -> str:
-        return f"{self.root(Stream.SEGMENT)}.{safe_token(segment_id)}.{safe_token(change)}"
+    def segment_subject(self, segment_id: str, subject_id: str, change: str) -> str:
+        """``segment.<segment>.<token>.<entered|exited>``: the token lets an erasure purge a
+        person's membership changes too."""
+        token = subject_token(subject_id)
+        return f"{self.root(Stream.SEGMENT)}.{safe_token(segment_id)}.{token}.{safe_token(change)}"
 
     def consent_subject(self, subject_id: str, purpose: str) -> str:
         return f"{self.root(Stream.CONSENT)}.{subject_token(subject_id)}.{safe_token(purpose)}"
@@ -124,6 +127,7 @@ class Naming:
             Stream.PROFILE: f"{self.root(Stream.PROFILE)}.{partition}.{token}.>",
             Stream.CONSENT: f"{self.root(Stream.CONSENT)}.{token}.>",
             Stream.REJECTED: f"{self.root(Stream.REJECTED)}.*.{token}",
+            Stream.SEGMENT: f"{self.root(Stream.SEGMENT)}.*.{token}.*",
         }
 
     def _partitioned(self, stream: Stream, subject_id: str, last: str) -> str:

@@ -57,3 +57,15 @@ def test_rejected_events_of_a_subject_are_purged_by_its_filter() -> None:
     assert published.split(".")[2] == token
     assert "alice" not in published
     assert naming.rejected_subject("web-shop").endswith(".anonymous")
+
+
+def test_membership_changes_of_a_subject_are_purged_by_its_filter() -> None:
+    naming = Naming("t1", 8)
+    published = naming.segment_subject("vip", "alice@example.com", "entered")
+    root, segments, token, changes = naming.subject_filters("alice@example.com")[
+        Stream.SEGMENT
+    ].split(".")[1:]
+    assert (segments, changes) == ("*", "*")
+    assert published.split(".")[1:] == [root, "vip", token, "entered"]
+    assert "alice" not in published
+    assert token not in naming.segment_subject("vip", "bob@example.com", "entered")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from tailor.profile.v1 import profile_pb2, profile_pb2_grpc
 from tailor_core.envelopes import timestamp
 from tailor_core.errors import FieldViolation, InvalidArgument, NotFound
 from tailor_core.interceptors import current_principal
+from tailor_core.paging import decode_cursor, encode_token, page_size
 from tailor_core.wire import check_text, request_duration
 from tailor_profile.adapters import repository as repo
 from tailor_profile.adapters import search
@@ -48,35 +48,6 @@ def _value(value: Any) -> struct_pb2.Value:
     message = struct_pb2.Value()
     json_format.ParseDict(value, message)
     return message
-
-
-def _page(page: common_pb2.PageRequest, default: int, maximum: int) -> int:
-    return default if page.page_size <= 0 else min(page.page_size, maximum)
-
-
-def _token(cursor: list[Any] | None, filters: Any) -> str:
-    if cursor is None:
-        return ""
-    payload = json.dumps({"c": cursor, "f": filters}, default=str, sort_keys=True)
-    return base64.urlsafe_b64encode(payload.encode()).decode()
-
-
-def _cursor(token: str, filters: Any) -> list[Any] | None:
-    if not token:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if payload["f"] != json.loads(json.dumps(filters, default=str, sort_keys=True)):
-            raise ValueError("other filters")
-        cursor = payload["c"]
-        if not isinstance(cursor, list):
-            raise ValueError("not a cursor")
-        return cursor
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument(
-            "bad page token",
-            [FieldViolation("page.page_token", "not a token issued for this query", "BAD_TOKEN")],
-        ) from None
 
 
 def profile_message(record: ProfileRecord) -> profile_pb2.Profile:
@@ -219,12 +190,12 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         check_purpose(request.purpose)
         check_trait_names(request.trait_names)
         order = conditions.parse_order_by(request.order_by)
-        limit = _page(request.page, 50, 500)
+        limit = page_size(request.page, 50, 500)
         filters = [json_format.MessageToDict(c) for c in request.conditions] + [
             request.purpose,
             request.order_by,
         ]
-        cursor = _cursor(request.page.page_token, filters)
+        cursor = decode_cursor(request.page.page_token, filters)
         found: list[ProfileRecord] = []
         # Subjects without consent are left out, so a page may need several queries.
         for _ in range(5):
@@ -244,7 +215,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
                 break
         return profile_pb2.FindProfilesResponse(
             profiles=[profile_message(r) for r in found],
-            page=common_pb2.PageInfo(next_page_token=_token(cursor, filters)),
+            page=common_pb2.PageInfo(next_page_token=encode_token(cursor, filters)),
         )
 
     async def GetTraitHistory(
@@ -265,9 +236,9 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         answer = await self._reader._consent.check(profile_id, request.purpose)
         if not judge(answer, request.purpose):
             raise consent_denied(request.purpose)
-        limit = _page(request.page, 100, 1000)
+        limit = page_size(request.page, 100, 1000)
         filters = [request.subject_id, request.trait]
-        cursor = _cursor(request.page.page_token, filters)
+        cursor = decode_cursor(request.page.page_token, filters)
         after = (datetime.fromisoformat(cursor[0]), int(cursor[1])) if cursor else None
         async with self._pool.acquire() as conn:
             rows = await repo.history(conn, profile_id, request.trait, after, limit + 1)
@@ -297,7 +268,8 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             else None
         )
         return profile_pb2.GetTraitHistoryResponse(
-            entries=entries, page=common_pb2.PageInfo(next_page_token=_token(next_cursor, filters))
+            entries=entries,
+            page=common_pb2.PageInfo(next_page_token=encode_token(next_cursor, filters)),
         )
 
     async def ListTraitDefinitions(
@@ -405,10 +377,10 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         self, request: Any, context: Any
     ) -> profile_pb2.ListBatchJobRunsResponse:
         check_text(request.run_id, "run_id", 100)
-        limit = _page(request.page, 20, 200)
+        limit = page_size(request.page, 20, 200)
         job = _job(request.job)
         filters = [job.value if job else "", request.run_id]
-        cursor = _cursor(request.page.page_token, filters)
+        cursor = decode_cursor(request.page.page_token, filters)
         offset = int(cursor[0]) if cursor else 0
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
@@ -424,7 +396,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         runs = [_run_message(run_from_row(r)) for r in rows[:limit]]
         next_cursor = [offset + limit] if len(rows) > limit else None
         return profile_pb2.ListBatchJobRunsResponse(
-            runs=runs, page=common_pb2.PageInfo(next_page_token=_token(next_cursor, filters))
+            runs=runs, page=common_pb2.PageInfo(next_page_token=encode_token(next_cursor, filters))
         )
 
 
