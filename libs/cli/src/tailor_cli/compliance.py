@@ -25,6 +25,7 @@ from tailor.consent.v1 import audit_pb2, audit_pb2_grpc, consent_pb2, consent_pb
 from tailor.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 from tailor_cli import render
 from tailor_cli.connection import service_address, staff_metadata
+from tailor_cli.rpc_errors import print_rpc_error
 from tailor_core.envelopes import timestamp
 
 COMPLIANCE_SCOPES = [
@@ -159,30 +160,8 @@ async def run(args: argparse.Namespace) -> int:
         try:
             return await handlers[(args.command, args.action)](channel, args, credentials)
         except grpc.aio.AioRpcError as error:
-            _print_error(error, args.json)
+            print_rpc_error(error, args.json)
             return 1
-
-
-def _print_error(error: grpc.aio.AioRpcError, as_json: bool) -> None:
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    fields: list[dict[str, str]] = []
-    status = rpc_status.from_call(error)
-    for detail in status.details if status else ():
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields += [
-                {"field": v.field, "reason": v.reason, "description": v.description}
-                for v in bad.field_violations
-            ]
-    code = error.code().name if error.code() else "UNKNOWN"
-    if as_json:
-        render.print_json({"error": code, "message": error.details(), "fields": fields})
-        return
-    render.console.print(f"[red]{code}[/]: {error.details()}")
-    for field in fields:
-        render.console.print(f"  {field['field']}: {field['description']} ({field['reason']})")
 
 
 async def _record(channel: grpc.aio.Channel, args: argparse.Namespace, creds: Any) -> int:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tailor_cli import compliance, local_platform
+from tailor_cli import compliance, local_platform, profiles
 from tailor_cli.importing import command as importing
 from tailor_core.settings import SERVICE_NAMES
 
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("down", help="stop a platform started with `tailor up`")
     compliance.add_commands(commands)
+    profiles.add_commands(commands)
     importing.add_command(commands)
     return parser
 
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.data_dir = data_dir
     if args.command == "import":
         return asyncio.run(importing.run(args))
+    if args.command == "profile":
+        return asyncio.run(profiles.run(args))
     return asyncio.run(compliance.run(args))
 
 
