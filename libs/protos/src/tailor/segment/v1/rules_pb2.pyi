@@ -10,7 +10,7 @@ messages, and the two round-trip (print(parse(text)) == canonical text, parse(pr
 == rule); for example:
 
   event "Product Viewed" where product.product_id = "85123A" count >= 1 within 24h
-  event "Order Completed" sum revenue.amount > 100 within 30d
+  event "Order Completed" sum order.revenue.amount > 100 within 30d
   sequence "Product Added" then not "Order Completed" within 2h
   trait computed.orders_lifetime >= 3 and not in segment "vip"
 

@@ -109,6 +109,8 @@ class _AuditWarningKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Audi
     """Many members' data is stale."""
     AUDIT_WARNING_KIND_EMPTY_SEGMENT: _AuditWarningKind.ValueType  # 5
     """A segment has no members."""
+    AUDIT_WARNING_KIND_OVER_SEGMENTATION: _AuditWarningKind.ValueType  # 6
+    """More segments than the population can meaningfully hold (too few subjects per segment)."""
 
 class AuditWarningKind(_AuditWarningKind, metaclass=_AuditWarningKindEnumTypeWrapper):
     """Kinds of audit warnings."""
@@ -125,6 +127,8 @@ AUDIT_WARNING_KIND_STALE_MEMBERS: AuditWarningKind.ValueType  # 4
 """Many members' data is stale."""
 AUDIT_WARNING_KIND_EMPTY_SEGMENT: AuditWarningKind.ValueType  # 5
 """A segment has no members."""
+AUDIT_WARNING_KIND_OVER_SEGMENTATION: AuditWarningKind.ValueType  # 6
+"""More segments than the population can meaningfully hold (too few subjects per segment)."""
 Global___AuditWarningKind: _TypeAlias = AuditWarningKind  # noqa: Y015
 
 @_typing.final
@@ -1424,7 +1428,9 @@ class AuditSegmentsRequest(_message.Message):
     NEAR_DUPLICATE_JACCARD_FIELD_NUMBER: _builtins.int
     STALE_AFTER_FIELD_NUMBER: _builtins.int
     representation_threshold: _builtins.float
-    """Flag representation ratios outside [1/threshold, threshold]; 0 = 2.0."""
+    """Flag representation ratios outside [1/threshold, threshold]; 0 = 1.25 (the four-fifths
+    rule of adverse-impact analysis: under 80 % or over 125 % of the population's share).
+    """
     tiny_segment_size: _builtins.int
     """Warn about segments smaller than this; 0 = 50."""
     near_duplicate_jaccard: _builtins.float

@@ -1,0 +1,1 @@
+"""Segment domain: rules, clustering and audits as plain Python, with no I/O."""
