@@ -58,7 +58,16 @@ async def export(conn: Connection, subject_ids: Sequence[str]) -> dict[str, Any]
 
 async def erase(conn: Connection, subject_ids: Sequence[str]) -> dict[str, int]:
     ids = await _profiles(conn, subject_ids)
-    counts = {}
+    # Event ids can name the subject (a client's message id is its own choice): the inbox
+    # rows of the subject's events go, and any whose id names one of the subject's ids.
+    inbox = await conn.fetchval(
+        "WITH gone AS (DELETE FROM inbox WHERE event_id IN "
+        "(SELECT event_id FROM subject_events WHERE subject_id = ANY($1::text[])) "
+        "OR EXISTS (SELECT 1 FROM unnest($1::text[]) AS i WHERE position(i IN event_id) > 0) "
+        "RETURNING 1) SELECT count(*) FROM gone",
+        ids,
+    )
+    counts = {"inbox": int(inbox)}
     for table, condition in (
         ("memberships", "subject_id = ANY($1::text[])"),
         ("evaluations_due", "subject_id = ANY($1::text[])"),
