@@ -274,13 +274,15 @@ async def test_malformed_rules_and_requests_get_precise_errors(platform: Platfor
         all=rules_pb2.RuleList(
             rules=[
                 rules_pb2.Rule(
-                    trait=rules_pb2.TraitComparison(trait="computed.orders_lifetime", op=4)
+                    trait=rules_pb2.TraitComparison(
+                        trait="computed.orders_lifetime", op=common_pb2.COMPARISON_GE
+                    )
                 ),
                 rules_pb2.Rule(
                     event=rules_pb2.EventCondition(
                         match=rules_pb2.EventMatcher(event="Product Viewed"),
                         aggregate=rules_pb2.AGGREGATE_COUNT,
-                        op=4,
+                        op=common_pb2.COMPARISON_GE,
                         threshold=1,
                         window=duration_pb2.Duration(seconds=-5),
                     )
