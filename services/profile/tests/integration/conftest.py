@@ -105,6 +105,16 @@ class Platform:
             metadata=OFFICER,
         )
 
+    async def withdraw(self, subject: str, *purposes: str) -> None:
+        await consent_pb2_grpc.ConsentServiceStub(self._channel("consent")).WithdrawConsent(
+            consent_pb2.WithdrawConsentRequest(
+                subject_id=subject,
+                purposes=list(purposes),
+                metadata=consent_pb2.DecisionMetadata(source=consent_pb2.CONSENT_SOURCE_API),
+            ),
+            metadata=OFFICER,
+        )
+
     async def api_key(self) -> Metadata:
         if not self._key:
             created = await admin_pb2_grpc.IngestAdminServiceStub(

@@ -132,6 +132,21 @@ async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consen
     )
     assert f"{user}@example.com" not in dump
 
+    # A withdrawal closes the profile again within a second.
+    await platform.withdraw(user, "personalization")
+
+    async def closed() -> bool:
+        try:
+            await stub.GetProfile(
+                profile_pb2.GetProfileRequest(subject_id=user, purpose="personalization"),
+                metadata=READER,
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code() == grpc.StatusCode.PERMISSION_DENIED
+        return False
+
+    await wait_until(closed, timeout=1.0, message="reads denied after the withdrawal")
+
 
 async def test_identify_merges_the_anonymous_profile_and_later_events_land_on_the_survivor(
     platform: Platform,
