@@ -4,7 +4,9 @@ resolution, consent-gated reads, rebuild by replay and precise errors."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,27 +19,37 @@ from tailor.events.v1 import events_pb2
 from tailor.ingest.v1 import ingest_pb2
 from tailor.profile.v1 import profile_pb2
 from tailor_cli.importing.command import import_file
+from tailor_cli.importing.uci import customer_totals
 from tailor_core.testing.fixtures import unique_name
+from tailor_core.testing.infra import Infra
 from tailor_core.testing.waiting import wait_until
 from tailor_profile.domain.state import new_state
 from tailor_profile.domain.view import computed_view
-
-from .conftest import (
+from tailor_profile.testing import (
     ADMIN,
     READER,
-    SAMPLE,
     STAFF,
-    Platform,
+    ProfilePlatform,
     event,
+    profile_platform,
     status_details,
-    totals_from_file,
 )
+
+SAMPLE = Path(__file__).resolve().parents[4] / "data/uci-online-retail/sample.csv.gz"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.fixture(scope="module")
+async def platform(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ProfilePlatform]:
+    async with profile_platform(infra, tmp_path_factory.mktemp("profile-logs")) as running:
+        yield running
+
+
 async def test_the_sample_projects_to_profiles_that_reconcile_with_the_file(
-    platform: Platform,
+    platform: ProfilePlatform,
 ) -> None:
     address = platform.group.services["ingest"].address
     summary, _ = await import_file(SAMPLE, ingest_addr=address, admin=STAFF)
@@ -45,18 +57,18 @@ async def test_the_sample_projects_to_profiles_that_reconcile_with_the_file(
     await wait_until(
         lambda: _at_least(platform, accepted), timeout=120, message="every event applied"
     )
-    expected = totals_from_file(SAMPLE)
+    expected = customer_totals(SAMPLE)
     got = await platform.projected_totals()
     assert got.keys() == expected.keys()
     assert got == expected
 
 
-async def _at_least(platform: Platform, count: int) -> bool:
+async def _at_least(platform: ProfilePlatform, count: int) -> bool:
     return await platform.applied() >= count
 
 
 async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consent(
-    platform: Platform,
+    platform: ProfilePlatform,
 ) -> None:
     user = unique_name("u")
     await platform.grant(user, "analytics")
@@ -142,14 +154,14 @@ async def test_reads_are_consent_gated_and_personal_traits_open_only_with_consen
                 metadata=READER,
             )
         except grpc.aio.AioRpcError as error:
-            return error.code() == grpc.StatusCode.PERMISSION_DENIED
+            return bool(error.code() == grpc.StatusCode.PERMISSION_DENIED)
         return False
 
     await wait_until(closed, timeout=1.0, message="reads denied after the withdrawal")
 
 
 async def test_identify_merges_the_anonymous_profile_and_later_events_land_on_the_survivor(
-    platform: Platform,
+    platform: ProfilePlatform,
 ) -> None:
     user, anon = unique_name("u"), unique_name("anon")
     for subject in (user, anon):
@@ -187,7 +199,7 @@ async def test_identify_merges_the_anonymous_profile_and_later_events_land_on_th
     ]
 
 
-async def _has_profile(platform: Platform, profile_id: str) -> bool:
+async def _has_profile(platform: ProfilePlatform, profile_id: str) -> bool:
     return bool(
         await platform.pg.fetchval(
             f'SELECT count(*) FROM "{platform.schema}".profiles WHERE profile_id = $1', profile_id
@@ -195,13 +207,13 @@ async def _has_profile(platform: Platform, profile_id: str) -> bool:
     )
 
 
-async def _merged(platform: Platform, merged: str, survivor: str) -> bool:
+async def _merged(platform: ProfilePlatform, merged: str, survivor: str) -> bool:
     return await platform.pg.fetchval(
         f'SELECT profile_id FROM "{platform.schema}".identities WHERE subject_id = $1', merged
     ) == survivor and not await _has_profile(platform, merged)
 
 
-async def _snapshot(platform: Platform) -> dict[str, Any]:
+async def _snapshot(platform: ProfilePlatform) -> dict[str, Any]:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     rows = await platform.pg.fetch(f'SELECT profile_id, state FROM "{platform.schema}".profiles')
     identities = await platform.pg.fetch(f'SELECT * FROM "{platform.schema}".identities')
@@ -216,7 +228,7 @@ async def _snapshot(platform: Platform) -> dict[str, Any]:
     }
 
 
-async def test_rebuild_by_replay_equals_the_live_projection(platform: Platform) -> None:
+async def test_rebuild_by_replay_equals_the_live_projection(platform: ProfilePlatform) -> None:
     applied = await platform.applied()
     before = await _snapshot(platform)
     assert before["profiles"], "the earlier tests leave profiles to rebuild"
@@ -241,7 +253,7 @@ async def test_rebuild_by_replay_equals_the_live_projection(platform: Platform) 
     assert await _snapshot(platform) == before
 
 
-async def test_bad_queries_get_precise_errors(platform: Platform) -> None:
+async def test_bad_queries_get_precise_errors(platform: ProfilePlatform) -> None:
     stub = platform.profiles()
     cases = [
         (
@@ -294,7 +306,9 @@ async def test_bad_queries_get_precise_errors(platform: Platform) -> None:
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_find_profiles_filters_by_computed_traits_and_consent(platform: Platform) -> None:
+async def test_find_profiles_filters_by_computed_traits_and_consent(
+    platform: ProfilePlatform,
+) -> None:
     stub = platform.profiles()
     request = profile_pb2.FindProfilesRequest(
         conditions=[

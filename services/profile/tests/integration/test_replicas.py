@@ -4,22 +4,41 @@ event once between them, and a replica killed mid-stream loses and doubles nothi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from tailor.ingest.v1 import ingest_pb2
 from tailor_cli.importing.command import import_file
+from tailor_cli.importing.uci import CustomerTotals, customer_totals
 from tailor_core.testing.fixtures import unique_name
+from tailor_core.testing.infra import Infra
 from tailor_core.testing.services import ServiceProcess
 from tailor_core.testing.waiting import wait_until
 from tailor_ingest.testing import order_event
 from tailor_profile.projection import hash_text
+from tailor_profile.testing import (
+    STAFF,
+    ProfilePlatform,
+    profile_platform,
+    scrape,
+    with_metrics,
+)
 
-from .conftest import SAMPLE, STAFF, Platform, Totals, scrape, totals_from_file, with_metrics
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.embedded_smoke]
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+@pytest.fixture(scope="module")
+async def platform(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ProfilePlatform]:
+    async with profile_platform(infra, tmp_path_factory.mktemp("profile-logs")) as running:
+        yield running
+
+
+SAMPLE = Path(__file__).resolve().parents[4] / "data/uci-online-retail/sample.csv.gz"
 PARTITIONS = 4  # what ServiceProcess gives every service
 
 
@@ -27,7 +46,7 @@ async def _owned(process: ServiceProcess) -> int:
     return int((await scrape(process)).get("tailor_partitions_owned", 0))
 
 
-async def _lock_holders(platform: Platform) -> dict[int, list[int]]:
+async def _lock_holders(platform: ProfilePlatform) -> dict[int, list[int]]:
     """Backend pid -> the partitions whose advisory lock it holds."""
     rows = await platform.pg.fetch(
         "SELECT pid, objid FROM pg_locks WHERE locktype = 'advisory' AND granted "
@@ -41,7 +60,7 @@ async def _lock_holders(platform: Platform) -> dict[int, list[int]]:
 
 
 @pytest.fixture(scope="module")
-async def second(platform: Platform) -> ServiceProcess:
+async def second(platform: ProfilePlatform) -> ServiceProcess:
     replica = with_metrics(platform.group.replica("profile"))
     await replica.start()
     platform.group.services["profile-2"] = replica  # stopped with the group
@@ -49,7 +68,7 @@ async def second(platform: Platform) -> ServiceProcess:
 
 
 async def test_two_replicas_split_the_partitions_and_apply_every_event_once(
-    platform: Platform, second: ServiceProcess
+    platform: ProfilePlatform, second: ServiceProcess
 ) -> None:
     first = platform.profile
 
@@ -79,24 +98,24 @@ async def test_two_replicas_split_the_partitions_and_apply_every_event_once(
     assert all(f["tailor_inbox_events_applied_total"] > 0 for f in figures), figures
     assert all(f.get("tailor_inbox_duplicates_total", 0) == 0 for f in figures), figures
     assert await platform.applied() == accepted
-    assert await platform.projected_totals() == totals_from_file(SAMPLE)
+    assert await platform.projected_totals() == customer_totals(SAMPLE)
 
 
 async def test_a_replica_killed_mid_stream_changes_no_counts(
-    platform: Platform, second: ServiceProcess
+    platform: ProfilePlatform, second: ServiceProcess
 ) -> None:
     first = platform.profile
     await asyncio.gather(asyncio.to_thread(first.stop), asyncio.to_thread(second.stop))
     subjects = [unique_name("buyer") for _ in range(150)]
-    expected: dict[str, Totals] = {}
+    expected: dict[str, CustomerTotals] = {}
     events = []
     for order in range(10):
         for number, subject in enumerate(subjects):
             quantity = 1 + (number + order) % 7
             events.append(order_event(subject, f"{subject}-{order}", quantity=quantity))
-            was = expected.get(subject, Totals())
+            was = expected.get(subject, CustomerTotals())
             revenue = Decimal(events[-1].track.order.revenue.amount)
-            expected[subject] = Totals(was.orders + 1, 0, was.revenue + revenue)
+            expected[subject] = CustomerTotals(was.orders + 1, 0, was.revenue + revenue)
     before = await platform.applied()
     for start in range(0, len(events), 500):
         reply = await platform.send(*events[start : start + 500])

@@ -3,6 +3,7 @@ versions, preview, members, discovery and promotion, audits, and precise errors.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,11 +16,20 @@ from tailor.common.v1 import common_pb2
 from tailor.segment.v1 import rules_pb2, segment_pb2
 from tailor_cli.importing import uci
 from tailor_cli.importing.command import import_file
+from tailor_core.testing.infra import Infra
 from tailor_core.testing.waiting import wait_until
-
-from .conftest import READER, STAFF, WRITER, Platform
+from tailor_segment.testing import READER, STAFF, WRITER, SegmentPlatform, segment_platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+async def platform(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SegmentPlatform]:
+    async with segment_platform(infra, tmp_path_factory.mktemp("segment-logs")) as running:
+        yield running
+
 
 SAMPLE = Path(__file__).resolve().parents[4] / "data/uci-online-retail/sample.csv.gz"
 PRODUCT = "85123A"
@@ -27,21 +37,15 @@ PRODUCT = "85123A"
 
 def _orders() -> list[tuple[str, str, Decimal, set[str]]]:
     """(subject, event name, revenue, products) of every order ingest accepts."""
-    found = []
-    for invoice in uci.read_invoices(SAMPLE):
-        event = uci.invoice_event(invoice)
-        lines = event.track.order.products
-        if any(p.quantity < 0 or Decimal(p.price.amount or 0) < 0 for p in lines):
-            continue
-        found.append(
-            (
-                event.user_id or event.anonymous_id,
-                event.track.event,
-                Decimal(event.track.order.revenue.amount),
-                {p.product_id for p in lines},
-            )
+    return [
+        (
+            event.user_id or event.anonymous_id,
+            event.track.event,
+            Decimal(event.track.order.revenue.amount),
+            {p.product_id for p in event.track.order.products},
         )
-    return found
+        for event in uci.accepted_events(SAMPLE)
+    ]
 
 
 def _violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
@@ -57,7 +61,7 @@ def _violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-async def customers(platform: Platform) -> set[str]:
+async def customers(platform: SegmentPlatform) -> set[str]:
     """The sample imported, and four in five named customers' consent to marketing (guests
     and the others have none): what the segments below are computed on."""
     summary, _ = await import_file(
@@ -79,7 +83,7 @@ async def customers(platform: Platform) -> set[str]:
     return granted
 
 
-async def _members(platform: Platform, segment_id: str, page_size: int = 1000) -> set[str]:
+async def _members(platform: SegmentPlatform, segment_id: str, page_size: int = 1000) -> set[str]:
     found: set[str] = set()
     token = ""
     while True:
@@ -97,7 +101,7 @@ async def _members(platform: Platform, segment_id: str, page_size: int = 1000) -
 
 
 async def test_lifetime_segments_on_the_sample_match_the_file(
-    platform: Platform, customers: set[str]
+    platform: SegmentPlatform, customers: set[str]
 ) -> None:
     bought = {
         s for s, name, _, products in _orders() if name == "Order Completed" and PRODUCT in products
@@ -132,7 +136,7 @@ async def test_lifetime_segments_on_the_sample_match_the_file(
 
 
 async def test_an_update_makes_a_version_and_re_evaluates(
-    platform: Platform, customers: set[str]
+    platform: SegmentPlatform, customers: set[str]
 ) -> None:
     stub = platform.segments()
     spent: dict[str, Decimal] = {}
@@ -179,7 +183,7 @@ async def test_an_update_makes_a_version_and_re_evaluates(
 
 
 async def test_discovery_is_deterministic_and_a_promoted_cluster_is_a_segment(
-    platform: Platform, customers: set[str]
+    platform: SegmentPlatform, customers: set[str]
 ) -> None:
     stub = platform.segments()
 
@@ -229,7 +233,7 @@ async def test_discovery_is_deterministic_and_a_promoted_cluster_is_a_segment(
 
 
 async def test_an_audit_reports_sizes_overlaps_and_warnings(
-    platform: Platform, customers: set[str]
+    platform: SegmentPlatform, customers: set[str]
 ) -> None:
     await platform.create(
         "heart-a", f'event "Order Completed" where product.product_id = "{PRODUCT}"'
@@ -255,7 +259,7 @@ async def test_an_audit_reports_sizes_overlaps_and_warnings(
     assert all(s.stale_member_share == 1.0 for s in reply.segments)
 
 
-async def test_malformed_rules_and_requests_get_precise_errors(platform: Platform) -> None:
+async def test_malformed_rules_and_requests_get_precise_errors(platform: SegmentPlatform) -> None:
     stub = platform.segments()
     with pytest.raises(grpc.aio.AioRpcError) as text:
         await stub.CreateSegment(

@@ -5,6 +5,7 @@ references, consent withdrawal, and the SEGMENT stream."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -15,17 +16,28 @@ from tailor.segment.v1 import segment_pb2
 from tailor_core.envelopes import parse
 from tailor_core.streams import Stream, subject_token
 from tailor_core.testing.fixtures import unique_name
+from tailor_core.testing.infra import Infra
 from tailor_core.testing.waiting import wait_until
 from tailor_ingest.testing import order_event
+from tailor_segment.testing import READER, WRITER, SegmentPlatform, event, segment_platform, viewed
 
-from .conftest import READER, WRITER, Platform, event, viewed
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.embedded_smoke]
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+@pytest.fixture(scope="module")
+async def platform(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SegmentPlatform]:
+    async with segment_platform(infra, tmp_path_factory.mktemp("segment-logs")) as running:
+        yield running
+
 
 R = platform_events.MembershipChangeReason
 
 
-async def _member(platform: Platform, segment_id: str, subject: str, want: bool = True) -> None:
+async def _member(
+    platform: SegmentPlatform, segment_id: str, subject: str, want: bool = True
+) -> None:
     async def holds() -> bool:
         return await platform.is_member(segment_id, subject) == want
 
@@ -34,7 +46,9 @@ async def _member(platform: Platform, segment_id: str, subject: str, want: bool 
     )
 
 
-async def test_a_view_enters_the_segment_and_the_entry_is_announced(platform: Platform) -> None:
+async def test_a_view_enters_the_segment_and_the_entry_is_announced(
+    platform: SegmentPlatform,
+) -> None:
     user = unique_name("u")
     await platform.grant(user, "analytics", "marketing")
     await platform.create(
@@ -64,7 +78,7 @@ async def test_a_view_enters_the_segment_and_the_entry_is_announced(platform: Pl
 
 
 async def test_members_leave_when_the_window_expires_without_a_new_event(
-    platform: Platform,
+    platform: SegmentPlatform,
 ) -> None:
     user = unique_name("u")
     await platform.grant(user, "analytics", "marketing")
@@ -81,7 +95,7 @@ async def test_members_leave_when_the_window_expires_without_a_new_event(
 
 
 async def test_an_abandoned_cart_enters_when_time_runs_out_and_leaves_on_the_order(
-    platform: Platform,
+    platform: SegmentPlatform,
 ) -> None:
     user = unique_name("u")
     await platform.grant(user, "analytics", "marketing")
@@ -103,7 +117,7 @@ async def test_an_abandoned_cart_enters_when_time_runs_out_and_leaves_on_the_ord
 
 
 async def test_trait_rules_follow_profile_changes_and_refer_to_other_segments(
-    platform: Platform,
+    platform: SegmentPlatform,
 ) -> None:
     loyal, viewer = unique_name("loyal"), unique_name("u")
     for subject in (loyal, viewer):
@@ -132,7 +146,7 @@ async def test_trait_rules_follow_profile_changes_and_refer_to_other_segments(
     assert [m.segment_id for m in listed.memberships] == ["loyal-buyers"]
 
 
-async def test_a_withdrawal_removes_membership_within_a_second(platform: Platform) -> None:
+async def test_a_withdrawal_removes_membership_within_a_second(platform: SegmentPlatform) -> None:
     user = unique_name("u")
     await platform.grant(user, "analytics", "marketing")
     await platform.create("any-viewer", 'event "Product Viewed"')

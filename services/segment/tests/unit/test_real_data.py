@@ -19,15 +19,7 @@ PRODUCT = "85123A"  # WHITE HANGING HEART T-LIGHT HOLDER, the shop's best seller
 
 
 def _accepted_orders() -> list[events_pb2.CustomerEvent]:
-    """The sample's order events as ingest accepts them (a negative line is rejected)."""
-    found = []
-    for invoice in uci.read_invoices(SAMPLE):
-        event = uci.invoice_event(invoice)
-        lines = event.track.order.products
-        if any(p.quantity < 0 or Decimal(p.price.amount or 0) < 0 for p in lines):
-            continue
-        found.append(event)
-    return found
+    return list(uci.accepted_events(SAMPLE))
 
 
 def _members(text: str, events: list[events_pb2.CustomerEvent], now: datetime) -> set[str]:

@@ -209,3 +209,35 @@ def file_totals(path: Path) -> FileTotals:
     totals.invoices, totals.cancellations = len(invoices), len(cancellations)
     totals.guest_invoices = len(guests)
     return totals
+
+
+def accepted_events(path: Path) -> Iterator[events_pb2.CustomerEvent]:
+    """The order events of the file that ingest accepts: an invoice with a negative quantity
+    or price (a stock write-off, a bad-debt adjustment) is rejected there, so it is left out."""
+    for invoice in read_invoices(path):
+        event = invoice_event(invoice)
+        lines = event.track.order.products
+        if not any(p.quantity < 0 or Decimal(p.price.amount or 0) < 0 for p in lines):
+            yield event
+
+
+@dataclass(frozen=True)
+class CustomerTotals:
+    orders: int = 0
+    refunds: int = 0
+    revenue: Decimal = Decimal(0)  # net of refunds
+
+
+def customer_totals(path: Path) -> dict[str, CustomerTotals]:
+    """Orders, refunds and net revenue per subject computed from the file alone: what a
+    profile built from the import must show."""
+    found: dict[str, CustomerTotals] = {}
+    for event in accepted_events(path):
+        subject = event.user_id or event.anonymous_id
+        was = found.get(subject, CustomerTotals())
+        amount = Decimal(event.track.order.revenue.amount)
+        if event.track.event == "Order Completed":
+            found[subject] = CustomerTotals(was.orders + 1, was.refunds, was.revenue + amount)
+        else:
+            found[subject] = CustomerTotals(was.orders, was.refunds + 1, was.revenue - amount)
+    return found
