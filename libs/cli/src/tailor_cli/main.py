@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tailor_cli import compliance, local_platform, profiles
+from tailor_cli import completion, compliance, local_platform, profiles, segments
 from tailor_cli.importing import command as importing
 from tailor_core.settings import SERVICE_NAMES
 
@@ -39,12 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop a platform started with `tailor up`")
     compliance.add_commands(commands)
     profiles.add_commands(commands)
+    segments.add_commands(commands)
     importing.add_command(commands)
+    completion.add_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    completion.complete(parser)
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        return completion.run(args)
     data_dir: Path = args.data_dir.resolve()
     if args.command == "up":
         names = [name.strip() for name in args.services.split(",") if name.strip()]
@@ -69,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(importing.run(args))
     if args.command == "profile":
         return asyncio.run(profiles.run(args))
+    if args.command == "segment":
+        return asyncio.run(segments.run(args))
     return asyncio.run(compliance.run(args))
 
 
