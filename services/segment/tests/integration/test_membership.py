@@ -171,3 +171,38 @@ async def test_a_withdrawal_removes_membership_within_a_second(platform: Segment
     await _member(platform, "any-viewer", user)
     again = await platform.membership("any-viewer", user)
     assert again.membership.reason == R.MEMBERSHIP_CHANGE_REASON_CONSENT_GRANTED
+
+
+async def test_a_merged_anonymous_visitor_s_membership_moves_to_the_profile(
+    platform: SegmentPlatform,
+) -> None:
+    user, anon = unique_name("u"), unique_name("anon")
+    for subject in (user, anon):
+        await platform.grant(subject, "analytics", "marketing")
+    await platform.create(
+        "heart-viewers", 'event "Product Viewed" where product.product_id = "85123A"'
+    )
+    visit = event(
+        anonymous_id=anon,
+        track=events_pb2.Track(
+            event="Product Viewed",
+            product=events_pb2.ProductEvent(product=events_pb2.Product(product_id="85123A")),
+        ),
+    )
+    await platform.send(visit)
+    await _member(platform, "heart-viewers", anon)
+    await platform.send(event(user_id=user, anonymous_id=anon, identify=events_pb2.Identify()))
+
+    async def moved() -> bool:
+        rows = await platform.pg.fetch(
+            f'SELECT subject_id FROM "{platform.schema}".memberships WHERE segment_id = $1 '
+            "AND subject_id = ANY($2::text[])",
+            "heart-viewers",
+            [user, anon],
+        )
+        return [r["subject_id"] for r in rows] == [user]
+
+    await wait_until(moved, timeout=15, message="membership moved to the surviving profile")
+    reply = await platform.membership("heart-viewers", anon)  # any id of the person
+    assert reply.membership.subject_id == user
+    assert reply.membership.reason == R.MEMBERSHIP_CHANGE_REASON_PROFILES_MERGED
