@@ -11,7 +11,7 @@ service that was down when the request arrived does its step when it comes back.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from tailor_core.db import Connection
 from tailor_core.envelopes import envelope, outbound, parse
 from tailor_core.inbox import InboundMessage, InboxConsumer
 from tailor_core.outbox import enqueue
-from tailor_core.streams import Naming, Stream
+from tailor_core.streams import Naming, Stream, subject_token
 
 #: Gather what the service holds about the subjects, as JSON-ready data.
 ExportHandler = Callable[[Connection, Sequence[str]], Awaitable[dict[str, Any]]]
@@ -46,6 +46,48 @@ async def holds_nothing_export(conn: Connection, subject_ids: Sequence[str]) -> 
 
 async def holds_nothing_erase(conn: Connection, subject_ids: Sequence[str]) -> dict[str, int]:
     return {}
+
+
+#: How long an erased subject's token is kept to turn away its in-flight messages.
+ERASED_KEPT_SECONDS = 24 * 3600
+
+#: One advisory lock per schema between erasure (exclusive) and the consumers that write
+#: about subjects (shared): an erasure waits for batches in flight, and batches after it
+#: see its tombstones.
+_ERASURE_LOCK = "hashtext(current_schema() || ':erasure')"
+
+
+async def hold_off_erasure(conn: Connection) -> None:
+    """Call first in a transaction that writes about subjects (shared with other writers)."""
+    await conn.execute(f"SELECT pg_advisory_xact_lock_shared({_ERASURE_LOCK})")
+
+
+async def erased(conn: Connection, subject_ids: Iterable[str]) -> set[str]:
+    """Those of ``subject_ids`` erased within the last day: drop what arrives about them."""
+    ids = sorted(set(subject_ids))
+    if not ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT token FROM erased_subjects WHERE token = ANY($1::text[])",
+        [subject_token(i) for i in ids],
+    )
+    tombstones = {row["token"] for row in rows}
+    return {i for i in ids if subject_token(i) in tombstones}
+
+
+async def remember_erased(conn: Connection, subject_ids: Sequence[str]) -> None:
+    """Tombstone ``subject_ids`` (the erasure step does it for the ids it was given; a
+    handler adds the other ids of the person it finds)."""
+    await conn.execute(f"SELECT pg_advisory_xact_lock({_ERASURE_LOCK})")
+    await conn.execute(
+        "DELETE FROM erased_subjects WHERE erased_at < now() - make_interval(secs => $1)",
+        ERASED_KEPT_SECONDS,
+    )
+    await conn.executemany(
+        "INSERT INTO erased_subjects (token) VALUES ($1) ON CONFLICT (token) DO UPDATE "
+        "SET erased_at = now()",
+        [(subject_token(i),) for i in subject_ids],
+    )
 
 
 def task_subject_filter(naming: Naming) -> str:
@@ -73,6 +115,7 @@ def privacy_consumer(
             part = await handlers.export(conn, subjects)
             report.export_part = json.dumps(part, default=str, sort_keys=True).encode()
         elif task.kind == events.PRIVACY_REQUEST_KIND_ERASE:
+            await remember_erased(conn, subjects)
             for table, count in (await handlers.erase(conn, subjects)).items():
                 report.counts[table] = count
         else:

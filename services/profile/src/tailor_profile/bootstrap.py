@@ -56,7 +56,7 @@ async def build(context: ServiceContext) -> Components:
         ],
         background=[owner, jobs],
         on_shutdown=[rebuilder.stop, keys.close],
-        privacy=privacy_handlers.handlers(reader),
+        privacy=privacy_handlers.handlers(reader, schema),
     )
 
 

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tailor_core.db import Connection
-from tailor_core.privacy import PrivacyHandlers
+from tailor_core.privacy import PrivacyHandlers, remember_erased
 from tailor_profile.adapters import repository as repo
+from tailor_profile.projection import lock_projection
 from tailor_profile.reads import ProfileReader
 
 #: Exports are made for the data subject; the key service grants keys for it always.
@@ -20,7 +21,7 @@ async def _profile_ids(conn: Connection, subject_ids: Sequence[str]) -> list[str
     return sorted(set(resolved.values()) | set(subject_ids))
 
 
-def handlers(reader: ProfileReader) -> PrivacyHandlers:
+def handlers(reader: ProfileReader, schema: str) -> PrivacyHandlers:
     async def export(conn: Connection, subject_ids: Sequence[str]) -> dict[str, Any]:
         profile_ids = await _profile_ids(conn, subject_ids)
         stored = await repo.get_profiles(conn, profile_ids)
@@ -59,8 +60,12 @@ def handlers(reader: ProfileReader) -> PrivacyHandlers:
         return exported
 
     async def erase(conn: Connection, subject_ids: Sequence[str]) -> dict[str, int]:
+        await lock_projection(conn, schema, exclusive=True)  # no batch half-way meanwhile
         profile_ids = await _profile_ids(conn, subject_ids)
         ids = sorted(set(profile_ids) | set(subject_ids))
+        linked = await repo.identities_of_many(conn, ids)
+        ids = sorted(set(ids) | {s for found in linked.values() for s in found})
+        await remember_erased(conn, ids)
         counts: dict[str, int] = {}
         for table, column in (
             ("applied_events", "subject_id"),

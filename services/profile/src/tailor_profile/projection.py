@@ -22,6 +22,7 @@ from tailor.events.v1 import events_pb2, platform_events_pb2
 from tailor_core.db import Connection
 from tailor_core.envelopes import envelope, outbound, timestamp
 from tailor_core.outbox import OutboundMessage, enqueue
+from tailor_core.privacy import erased, hold_off_erasure
 from tailor_core.streams import Naming
 from tailor_profile.adapters import repository as repo
 from tailor_profile.adapters.repository import StoredProfile, Tables
@@ -116,9 +117,16 @@ class ProfileProjection:
         """Apply ``(event_id, envelope)`` pairs in order; return how many were new."""
         now = now or datetime.now(UTC)
         customer = [(eid, env) for eid, env in messages if env.HasField("customer_event")]
+        # Erasure's lock first, then the projection's: the order an erasure takes them in.
+        await hold_off_erasure(conn)
         if lock:
             exclusive = any(may_merge(env.customer_event) for _, env in customer)
             await lock_projection(conn, self._schema, exclusive)
+        gone = await erased(conn, {i for _, env in customer for i in _ids(env.customer_event)})
+        if gone:  # in flight while the person was erased: writing it would bring them back
+            customer = [
+                (eid, env) for eid, env in customer if not set(_ids(env.customer_event)) & gone
+            ]
         t = self.tables
         new_ids = await repo.claim_events(
             conn,

@@ -17,6 +17,7 @@ from tailor_core.bus import ConsumerSpec
 from tailor_core.db import Connection
 from tailor_core.envelopes import parse
 from tailor_core.inbox import InboundMessage, InboxConsumer
+from tailor_core.privacy import erased, hold_off_erasure
 from tailor_core.streams import Naming, Stream
 from tailor_segment.adapters import facts, memberships
 from tailor_segment.domain.evaluation import EventFact, event_fact
@@ -78,10 +79,17 @@ class EventsHandler:
             fact = event_fact(event)
             if primary and fact is not None:
                 found.append((message.event_id, primary, fact))
-        if not found:
-            return
+        await hold_off_erasure(conn)
         resolved = await facts.resolve(conn, {primary for _, primary, _ in found})
-        rows = [(eid, resolved[primary], fact) for eid, primary, fact in found]
+        # In flight while the person was erased: storing it would bring them back.
+        gone = await erased(conn, set(resolved) | set(resolved.values()))
+        rows = [
+            (eid, resolved[primary], fact)
+            for eid, primary, fact in found
+            if primary not in gone and resolved[primary] not in gone
+        ]
+        if not rows:
+            return
         seen: dict[str, datetime | None] = {}
         names: dict[str, set[str]] = {}
         for _, subject, fact in rows:
@@ -115,6 +123,7 @@ class ProfileHandler:
 
     async def __call__(self, conn: Connection, messages: Sequence[InboundMessage]) -> None:
         now = datetime.now(UTC)
+        await hold_off_erasure(conn)
         for message in messages:
             envelope = parse(message.data)
             if envelope.HasField("profile_changed"):
@@ -129,6 +138,8 @@ class ProfileHandler:
         removed = [name for name, value in values.items() if value is None]
         kept = {name: value for name, value in values.items() if value is not None}
         subject = (await facts.resolve(conn, [change.profile_id]))[change.profile_id]
+        if await erased(conn, {subject, change.profile_id}):
+            return
         await facts.update_traits(conn, subject, kept, removed)
         await self._engine.evaluate(
             conn,
@@ -139,6 +150,8 @@ class ProfileHandler:
 
     async def _merged(self, conn: Connection, merge: events.ProfilesMerged, now: datetime) -> None:
         survivor = merge.surviving_profile_id
+        if await erased(conn, {survivor, *merge.merged_profile_ids}):
+            return
         for merged in merge.merged_profile_ids:
             held = (await memberships.of_subjects(conn, [merged]))[merged]
             await self._engine.exit_all(

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from tailor_core.db import Connection
-from tailor_core.privacy import PrivacyHandlers
+from tailor_core.privacy import PrivacyHandlers, remember_erased
 from tailor_segment.adapters import facts
 
 
@@ -58,6 +58,11 @@ async def export(conn: Connection, subject_ids: Sequence[str]) -> dict[str, Any]
 
 async def erase(conn: Connection, subject_ids: Sequence[str]) -> dict[str, int]:
     ids = await _profiles(conn, subject_ids)
+    merged = await conn.fetch(
+        "SELECT subject_id FROM identities WHERE profile_id = ANY($1::text[])", ids
+    )
+    ids = sorted(set(ids) | {row["subject_id"] for row in merged})
+    await remember_erased(conn, ids)
     # Event ids can name the subject (a client's message id is its own choice): the inbox
     # rows of the subject's events go, and any whose id names one of the subject's ids.
     inbox = await conn.fetchval(
