@@ -109,14 +109,17 @@ class EventsHandler:
         )
 
 
-def _traits_selector(changed: frozenset[str], created: bool) -> Selector | None:
-    if created:
+def _traits_selector(changed: frozenset[str] | None) -> Selector | None:
+    """Segments naming a changed trait; all of them for a new profile (None)."""
+    if changed is None:
         return None
     return lambda segment: bool(segment.traits & changed)
 
 
 class ProfileHandler:
-    """PROFILE → subjects' trait maps and merges → memberships."""
+    """PROFILE → subjects' trait maps and merges → memberships. Trait changes of a batch are
+    stored as they come and evaluated together, once per subject; a merge first evaluates
+    what came before it, since it moves facts between subjects."""
 
     def __init__(self, engine: MembershipEngine) -> None:
         self._engine = engine
@@ -124,15 +127,33 @@ class ProfileHandler:
     async def __call__(self, conn: Connection, messages: Sequence[InboundMessage]) -> None:
         now = datetime.now(UTC)
         await hold_off_erasure(conn)
+        pending: dict[str, frozenset[str] | None] = {}  # subject -> changed traits (None: all)
         for message in messages:
             envelope = parse(message.data)
             if envelope.HasField("profile_changed"):
-                await self._changed(conn, envelope.profile_changed, now)
+                await self._changed(conn, envelope.profile_changed, pending)
             elif envelope.HasField("profiles_merged"):
+                await self._evaluate(conn, pending, now)
+                pending.clear()
                 await self._merged(conn, envelope.profiles_merged, now)
+        await self._evaluate(conn, pending, now)
+
+    async def _evaluate(
+        self, conn: Connection, pending: dict[str, frozenset[str] | None], now: datetime
+    ) -> None:
+        if pending:
+            await self._engine.evaluate(
+                conn,
+                {s: _traits_selector(changed) for s, changed in pending.items()},
+                now,
+                Cause.PROFILE,
+            )
 
     async def _changed(
-        self, conn: Connection, change: events.ProfileChanged, now: datetime
+        self,
+        conn: Connection,
+        change: events.ProfileChanged,
+        pending: dict[str, frozenset[str] | None],
     ) -> None:
         values = json_format.MessageToDict(change.non_personal_values)
         removed = [name for name, value in values.items() if value is None]
@@ -141,12 +162,10 @@ class ProfileHandler:
         if await erased(conn, {subject, change.profile_id}):
             return
         await facts.update_traits(conn, subject, kept, removed)
-        await self._engine.evaluate(
-            conn,
-            {subject: _traits_selector(frozenset(change.changed_traits), change.created)},
-            now,
-            Cause.PROFILE,
-        )
+        if change.created or (subject in pending and pending[subject] is None):
+            pending[subject] = None
+        else:
+            pending[subject] = (pending.get(subject) or frozenset()) | set(change.changed_traits)
 
     async def _merged(self, conn: Connection, merge: events.ProfilesMerged, now: datetime) -> None:
         survivor = merge.surviving_profile_id
