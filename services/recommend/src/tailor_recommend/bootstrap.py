@@ -1,33 +1,65 @@
-"""Composition root of the recommend service: the one place that wires its parts together.
-
-The v1 servicers below are the generated bases, which answer UNIMPLEMENTED for every RPC
-until the recommend service's own issue lands its domain code, repository and servicer.
-"""
+"""Composition root of the recommend service: the one place that wires its parts together."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from tailor.recommend.v1 import recommend_pb2_grpc
 from tailor_core.app import Components, ServiceContext, ServiceDefinition
-from tailor_core.privacy import PrivacyHandlers, holds_nothing_erase, holds_nothing_export
-from tailor_core.server import ServiceBinding, unimplemented
+from tailor_core.server import ServiceBinding
+from tailor_recommend import privacy_handlers
+from tailor_recommend.consumers import recommend_consumers
+from tailor_recommend.domain.factorization import AlsParams
+from tailor_recommend.domain.interactions import InteractionWeights
+from tailor_recommend.entrypoints.grpc import RecommendServicer
+from tailor_recommend.live import LiveModels
+from tailor_recommend.serving import Serving
+from tailor_recommend.settings import RecommendSettings
+from tailor_recommend.training import Trainer
 
 
 async def build(context: ServiceContext) -> Components:
-    """Build the recommend service's gRPC services and consumers from the shared context."""
+    """Build the recommend service's gRPC service, consumers, model loops and privacy part."""
+    settings = context.settings
+    assert isinstance(settings, RecommendSettings)
+    weights = InteractionWeights()
+    live = LiveModels(
+        context.pool,
+        follow_seconds=settings.follow_seconds,
+        half_life=timedelta(days=settings.half_life_days),
+        popular_window=timedelta(days=settings.popular_window_days),
+        weights=weights,
+    )
+    trainer = Trainer(
+        context.pool,
+        params=AlsParams(
+            factors=settings.als_factors,
+            regularization=settings.als_regularization,
+            iterations=settings.als_iterations,
+        ),
+        weights=weights,
+        interval_seconds=settings.train_interval_seconds,
+    )
+    serving = Serving(context.pool, context.consent, live, weights)
     return Components(
         services=[
             ServiceBinding(
                 recommend_pb2_grpc.add_RecommendServiceServicer_to_server,
-                unimplemented(recommend_pb2_grpc.RecommendServiceServicer),
+                RecommendServicer(context.pool, serving, live, trainer),
                 "tailor.recommend.v1.RecommendService",
             ),
         ],
-        # Holds no personal data yet: its export is empty and its erasure deletes nothing,
-        # but it takes part in every request, so completion means every service confirmed.
-        privacy=PrivacyHandlers("recommend", holds_nothing_export, holds_nothing_erase),
+        consumers=recommend_consumers(
+            pool=context.pool, js=context.js, naming=context.naming, batch=settings.events_batch
+        ),
+        background=[live, trainer],
+        privacy=privacy_handlers.handlers(),
     )
 
 
 DEFINITION = ServiceDefinition(
-    name="recommend", migrations_package="tailor_recommend.migrations", build=build
+    name="recommend",
+    migrations_package="tailor_recommend.migrations",
+    build=build,
+    settings_class=RecommendSettings,
 )
