@@ -12,7 +12,6 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -32,6 +31,7 @@ from tailor_core.streams import Naming, Stream
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
 from tailor_core.testing.services import ServiceGroup
+from tailor_core.testing.traces import rows_naming
 from tailor_core.testing.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.embedded_smoke]
@@ -66,7 +66,7 @@ async def platform(infra: Infra, nc: NatsClient, tmp_path: Path) -> AsyncIterato
 
 
 async def _finished(
-    platform: Platform, request_id: str, timeout: float = 30
+    platform: Platform, request_id: str, timeout: float = 60
 ) -> privacy_pb2.PrivacyRequest:
     async with grpc.aio.insecure_channel(platform.consent.address) as channel:
         stub = privacy_pb2_grpc.PrivacyServiceStub(channel)
@@ -94,31 +94,6 @@ async def _grant(platform: Platform, subject: str) -> None:
             ),
             metadata=OFFICER,
         )
-
-
-async def _rows_naming(infra: Infra, schemas: list[str], needle: str) -> list[str]:
-    """Every (schema.table.column) in ``schemas`` whose value contains ``needle``."""
-    conn = await asyncpg.connect(infra.pg_dsn)
-    try:
-        columns = await conn.fetch(
-            "SELECT table_schema, table_name, column_name, data_type"
-            " FROM information_schema.columns WHERE table_schema = ANY($1::text[])"
-            " AND data_type IN ('text', 'character varying', 'jsonb', 'bytea', 'ARRAY')",
-            schemas,
-        )
-        found = []
-        for col in columns:
-            table = f'"{col["table_schema"]}"."{col["table_name"]}"'
-            column = f'"{col["column_name"]}"'
-            if col["data_type"] == "bytea":  # look for the raw bytes, not the hex text form
-                condition = f"position(convert_to($1, 'UTF8') in {column}) > 0"
-            else:
-                condition = f"strpos({column}::text, $1) > 0"
-            if await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {condition}", needle):
-                found.append(f"{col['table_schema']}.{col['table_name']}.{col['column_name']}")
-        return found
-    finally:
-        await conn.close()
 
 
 async def test_erasure_leaves_no_trace_and_old_ciphertext_unreadable(
@@ -177,8 +152,8 @@ async def test_erasure_leaves_no_trace_and_old_ciphertext_unreadable(
                 f"{stream} #{seq} names the subject"
             )
     schemas = [s.schema for s in platform.services.values()]
-    assert await _rows_naming(infra, schemas, SUBJECT) == []
-    assert await _rows_naming(infra, schemas, OTHER) != []  # the scan does find what is there
+    assert await rows_naming(infra.pg_dsn, schemas, SUBJECT) == []
+    assert await rows_naming(infra.pg_dsn, schemas, OTHER) != []  # the scan does find what is there
 
     async with grpc.aio.insecure_channel(platform.consent.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -284,7 +259,7 @@ async def test_a_service_that_was_down_does_its_step_when_it_comes_back(platform
             }  # PRIVACY_STEP_STATE_COMPLETED
             return pending == {"segment"}
 
-        await wait_until(only_segment_pending, timeout=20, message="the others done")
+        await wait_until(only_segment_pending, timeout=60, message="the others done")
     await segment.start()
     done = await _finished(platform, requested.request_id)
     assert all(step.state == 2 for step in done.steps)

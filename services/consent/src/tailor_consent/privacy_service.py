@@ -228,11 +228,31 @@ class PrivacyWorkflows:
             )
         else:
             await self._purge_streams(request["subject_id"], request_id)
+            # Earlier exports of the person hold their data too: the documents and parts
+            # go, the requests stay (by token) for the audit trail.
+            await conn.execute(
+                "UPDATE privacy_steps SET export_part = NULL WHERE request_id IN "
+                "(SELECT request_id FROM privacy_requests WHERE subject_token = $1 "
+                "AND kind = 'export')",
+                request["subject_token"],
+            )
+            await conn.execute(
+                "UPDATE privacy_requests SET document = NULL, subject_id = NULL "
+                "WHERE subject_token = $1 AND kind = 'export'",
+                request["subject_token"],
+            )
+            # Idempotency keys are the caller's own words and may name the person.
+            await conn.execute(
+                "UPDATE privacy_requests SET idempotency_key = NULL "
+                "WHERE subject_token = $1 AND state = 'completed'",
+                request["subject_token"],
+            )
         await conn.execute(
             """
             UPDATE privacy_requests
                SET state = 'completed', completed_at = now(), document = $2::jsonb,
-                   subject_id = CASE WHEN kind = 'erase' THEN NULL ELSE subject_id END
+                   subject_id = CASE WHEN kind = 'erase' THEN NULL ELSE subject_id END,
+                   idempotency_key = CASE WHEN kind = 'erase' THEN NULL ELSE idempotency_key END
              WHERE request_id = $1
             """,
             request["request_id"],

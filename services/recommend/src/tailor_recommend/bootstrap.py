@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from tailor.recommend.v1 import recommend_pb2_grpc
@@ -35,9 +36,10 @@ async def build(context: ServiceContext) -> Components:
         params=AlsParams(
             factors=settings.als_factors,
             regularization=settings.als_regularization,
+            alpha=settings.als_alpha,
             iterations=settings.als_iterations,
         ),
-        weights=weights,
+        weights=replace(weights, half_life=timedelta(days=settings.als_half_life_days)),
         interval_seconds=settings.train_interval_seconds,
     )
     serving = Serving(context.pool, context.consent, live, weights)

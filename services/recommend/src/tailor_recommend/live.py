@@ -16,7 +16,7 @@ import structlog
 
 from tailor_core.db import Connection
 from tailor_recommend.adapters import store
-from tailor_recommend.domain.blending import Recommender
+from tailor_recommend.domain.blending import BlendWeights, Recommender
 from tailor_recommend.domain.cooccurrence import CooccurrenceModel
 from tailor_recommend.domain.factorization import AlsModel
 from tailor_recommend.domain.interactions import InteractionWeights
@@ -30,6 +30,11 @@ from tailor_recommend.domain.popularity import (
 log = structlog.get_logger(__name__)
 
 PAGE = 5000
+#: Blend weights. With an ALS model: what the offline evaluation chose on a validation month
+#: of the UCI data (co-occurrence adds nothing there once ALS ranks; it still answers
+#: SimilarItems). Without one: co-occurrence leads, popularity fills.
+WITH_ALS = BlendWeights(als=1.0, cooccurrence=0.0, popular=0.3)
+WITHOUT_ALS = BlendWeights(als=0.0, cooccurrence=1.0, popular=0.1)
 
 
 @dataclass
@@ -69,7 +74,10 @@ class LiveModels:
         cooccurrence, popularity = _fresh_models(half_life)
         self.state = LiveState(
             Recommender(
-                cooccurrence=cooccurrence, popularity=popularity, popular_window=popular_window
+                cooccurrence=cooccurrence,
+                popularity=popularity,
+                popular_window=popular_window,
+                weights=WITHOUT_ALS,
             )
         )
         self._stopping = asyncio.Event()
@@ -99,7 +107,7 @@ class LiveModels:
             serving = await store.serving_model(conn, "als")
             if serving is not None and serving["version"] != state.als_version:
                 model = AlsModel.from_bytes(bytes(serving["artifact"]))
-                state.recommender = replace(state.recommender, als=model)
+                state.recommender = replace(state.recommender, als=model, weights=WITH_ALS)
                 state.als_version = serving["version"]
                 log.info("model swapped in", model="als", version=serving["version"])
             state.recommender = replace(state.recommender, categories=await store.categories(conn))

@@ -18,7 +18,7 @@ from tailor_core.consent_client import ConsentClient
 from tailor_core.errors import NotFound
 from tailor_recommend.adapters import store
 from tailor_recommend.domain.blending import Answer, Strategy, Subject
-from tailor_recommend.domain.interactions import EventKind, InteractionWeights
+from tailor_recommend.domain.interactions import InteractionWeights
 from tailor_recommend.domain.popularity import GLOBAL, context_groups, segment_group
 from tailor_recommend.domain.reranking import (
     Candidate,
@@ -90,23 +90,19 @@ class Serving:
         async with self._pool.acquire() as conn:
             subject = (await store.resolve(conn, [subject_id]))[subject_id]
             seen = await store.history(conn, subject, HISTORY)
+            bought = await store.purchased(conn, subject)
             segments = await store.segments_of(conn, subject)
         history: dict[str, float] = {}
-        bought: dict[str, int] = {}
-        for interaction in seen:
+        for interaction in seen:  # the latest interactions are what the models score on
             history[interaction.item_id] = history.get(interaction.item_id, 0.0) + (
                 self._weights.base(interaction.kind)
             )
-            if interaction.kind is EventKind.PURCHASE:
-                bought[interaction.item_id] = bought.get(interaction.item_id, 0) + 1
-            elif interaction.kind is EventKind.REFUND:
-                bought[interaction.item_id] = bought.get(interaction.item_id, 0) - 1
         return Known(
             True,
             NotPersonalized.NO,
             subject,
             {item: weight for item, weight in history.items() if weight > 0},
-            frozenset(item for item, n in bought.items() if n > 0),
+            bought,
             tuple(segments),
         )
 

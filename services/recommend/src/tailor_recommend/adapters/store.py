@@ -87,6 +87,17 @@ async def history(conn: Connection, subject_id: str, limit: int) -> list[Interac
     return [_row(r).interaction for r in reversed(rows)]
 
 
+async def purchased(conn: Connection, subject_id: str) -> frozenset[str]:
+    """Every item the subject bought and did not refund (all of its history, not a window)."""
+    rows = await conn.fetch(
+        "SELECT item_id FROM interactions WHERE subject_id = $1 "
+        "AND kind IN ('purchase', 'refund') GROUP BY item_id "
+        "HAVING sum(CASE kind WHEN 'purchase' THEN 1 ELSE -1 END) > 0",
+        subject_id,
+    )
+    return frozenset(r["item_id"] for r in rows)
+
+
 async def categories(conn: Connection) -> dict[str, str]:
     rows = await conn.fetch("SELECT item_id, category FROM items WHERE category <> ''")
     return {r["item_id"]: r["category"] for r in rows}
