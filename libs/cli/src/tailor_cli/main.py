@@ -9,7 +9,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tailor_cli import completion, compliance, local_platform, profiles, segments
+from tailor_cli import (
+    completion,
+    compliance,
+    local_platform,
+    profiles,
+    recommendations,
+    segments,
+)
 from tailor_cli.importing import command as importing
 from tailor_core.settings import SERVICE_NAMES
 
@@ -40,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     compliance.add_commands(commands)
     profiles.add_commands(commands)
     segments.add_commands(commands)
+    recommendations.add_commands(commands)
     importing.add_command(commands)
     completion.add_command(commands)
     return parser
@@ -77,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(profiles.run(args))
     if args.command == "segment":
         return asyncio.run(segments.run(args))
+    if args.command == "recommend":
+        return asyncio.run(recommendations.run(args))
     return asyncio.run(compliance.run(args))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -19,7 +20,13 @@ class FieldViolation:
 
 
 class TailorError(Exception):
-    """Base of every error the client raises; ``code`` is the gRPC status code."""
+    """Base of every error the client raises; ``code`` is the gRPC status code.
+
+    ``violations`` are the request's fields at fault (``google.rpc.BadRequest``); ``reason``
+    and ``metadata`` the machine-readable cause (``google.rpc.ErrorInfo``), e.g. reason
+    ``CONSENT_REQUIRED`` with metadata ``{"purpose": "personalization"}``, empty without one;
+    ``retry_after_seconds`` the server's ``google.rpc.RetryInfo`` delay.
+    """
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     #: Whether sending the same request again later may succeed.
@@ -30,11 +37,20 @@ class TailorError(Exception):
         message: str,
         violations: tuple[FieldViolation, ...] = (),
         retry_after_seconds: float | None = None,
+        *,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.violations = violations
         self.retry_after_seconds = retry_after_seconds
+        self.reason = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    def violation(self, field: str) -> FieldViolation | None:
+        """The first violation of ``field`` (e.g. ``"rule.text"``), or None."""
+        return next((v for v in self.violations if v.field == field), None)
 
 
 class InvalidArgument(TailorError):
@@ -51,6 +67,15 @@ class AlreadyExists(TailorError):
 
 class PermissionDenied(TailorError):
     code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ConsentRequired(PermissionDenied):
+    """The subject has no current consent for the purpose the call named (ErrorInfo reason
+    ``CONSENT_REQUIRED``); ``purpose`` says which."""
+
+    @property
+    def purpose(self) -> str:
+        return self.metadata.get("purpose", "")
 
 
 class Unauthenticated(TailorError):
@@ -84,6 +109,10 @@ class Internal(TailorError):
     code = grpc.StatusCode.INTERNAL
 
 
+class Unimplemented(TailorError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 _BY_CODE: dict[grpc.StatusCode, type[TailorError]] = {
     cls.code: cls
     for cls in (
@@ -98,19 +127,26 @@ _BY_CODE: dict[grpc.StatusCode, type[TailorError]] = {
         Unavailable,
         DeadlineExceeded,
         Internal,
+        Unimplemented,
     )
 }
+#: ErrorInfo reasons with an exception of their own (a subclass of the code's exception).
+_BY_REASON: dict[str, type[TailorError]] = {"CONSENT_REQUIRED": ConsentRequired}
 
 
 def from_rpc_error(error: grpc.RpcError) -> TailorError:
-    """The client exception for a failed call, with its field violations and retry delay."""
+    """The client exception for a failed call, with its field violations, error info and
+    retry delay."""
     code = error.code()
     violations: list[FieldViolation] = []
     retry_after: float | None = None
+    reason = ""
+    metadata: dict[str, str] = {}
     status = rpc_status.from_call(error)
     for detail in status.details if status is not None else ():
         bad_request = error_details_pb2.BadRequest()
         retry = error_details_pb2.RetryInfo()
+        info = error_details_pb2.ErrorInfo()
         if detail.Unpack(bad_request):
             violations += [
                 FieldViolation(v.field, v.description, v.reason)
@@ -118,8 +154,19 @@ def from_rpc_error(error: grpc.RpcError) -> TailorError:
             ]
         elif detail.Unpack(retry):
             retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+        elif detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
     cls = _BY_CODE.get(code, TailorError)
-    failure = cls(error.details() or code.name, tuple(violations), retry_after)
+    special = _BY_REASON.get(reason)
+    if special is not None and issubclass(special, cls):
+        cls = special
+    failure = cls(
+        error.details() or code.name,
+        tuple(violations),
+        retry_after,
+        reason=reason,
+        metadata=metadata,
+    )
     if cls is TailorError:
         failure.code = code
     return failure

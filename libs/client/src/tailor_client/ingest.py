@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from tailor.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from tailor_client.channel import credentials, open_channel
 from tailor_client.errors import ResourceExhausted, TailorError
 from tailor_client.events import complete, customer_event
+from tailor_client.retries import with_retries
 
 log = logging.getLogger("tailor_client")
 
@@ -237,19 +237,14 @@ class AsyncIngestClient:
     async def _send_with_retries(
         self, batch: list[events_pb2.CustomerEvent]
     ) -> list[ingest_pb2.EventResult]:
-        attempt = 0
-        while True:
-            try:
-                reply = await self._stub.Batch(
-                    ingest_pb2.BatchRequest(events=batch), timeout=self._timeout
-                )
-                return list(reply.results)
-            except TailorError as error:
-                if not error.retryable or attempt >= self._max_retries:
-                    raise
-                delay = error.retry_after_seconds or min(10.0, 0.1 * 2**attempt)
-                await asyncio.sleep(delay * random.uniform(1.0, 1.25))  # jitter spreads retries
-                attempt += 1
+        async def once() -> list[ingest_pb2.EventResult]:
+            reply = await self._stub.Batch(
+                ingest_pb2.BatchRequest(events=batch), timeout=self._timeout
+            )
+            return list(reply.results)
+
+        # Resending is safe: message ids make every resend a duplicate at most.
+        return await with_retries(once, max_retries=self._max_retries)
 
     def _report(self, error: TailorError, events: Sequence[events_pb2.CustomerEvent]) -> None:
         if self._on_error is not None:
