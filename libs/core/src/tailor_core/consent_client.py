@@ -42,6 +42,10 @@ class ConsentAnswer:
 DENY_UNAVAILABLE = ConsentAnswer(False, "consent_unavailable")
 #: Most pairs one BatchCheckConsent call may carry.
 BATCH_CHECK_LIMIT = 1000
+#: The reason the consent service gives for a purpose allowed to everyone (``necessary``).
+NECESSARY = "necessary"
+#: How long such a purpose is taken as allowed without asking again.
+NECESSARY_REMEMBERED_SECONDS = 600.0
 
 
 class ServiceToken:
@@ -96,6 +100,7 @@ class ConsentClient:
         self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._generation: dict[tuple[str, str], int] = {}
         self._healthy = False
+        self._necessary: dict[str, float] = {}  # purpose -> until (monotonic)
         self._subscription: object | None = None
         self._prober: asyncio.Task[None] | None = None
         self.invalidations = 0
@@ -120,8 +125,21 @@ class ConsentClient:
     async def allowed(self, subject_id: str, purpose: str) -> bool:
         return (await self.check(subject_id, purpose)).allowed
 
+    def _always_allowed(self, purpose: str) -> bool:
+        """A purpose the consent service answered "necessary" for lately (allowed for every
+        subject whatever the ledger says, e.g. fulfilling an order): it needs no answer per
+        subject, so it goes on being allowed while the consent service is away."""
+        until = self._necessary.get(purpose)
+        return until is not None and until > time.monotonic()
+
+    def _learn(self, purpose: str, answer: ConsentAnswer) -> None:
+        if answer.allowed and answer.reason == NECESSARY:
+            self._necessary[purpose] = time.monotonic() + NECESSARY_REMEMBERED_SECONDS
+
     async def check(self, subject_id: str, purpose: str) -> ConsentAnswer:
         """The current answer for one subject and purpose; deny when there is none."""
+        if self._always_allowed(purpose):
+            return ConsentAnswer(True, NECESSARY, cached=True)
         if not self._healthy or not self._nats.is_connected:
             return DENY_UNAVAILABLE
         key = (subject_token(subject_id), purpose) if subject_id else ("", purpose)
@@ -136,6 +154,7 @@ class ConsentClient:
             return ConsentAnswer(entry.answer.allowed, entry.answer.reason, cached=True)
         generation = self._generation.get(key, 0)
         answer, ttl = await self._remote(subject_id, purpose)
+        self._learn(purpose, answer)
         if ttl > 0 and self._generation.get(key, 0) == generation:
             self._remember(key, _Entry(answer, time.monotonic() + ttl, reconnects))
         return answer
@@ -146,11 +165,15 @@ class ConsentClient:
         """Answers for many (subject id, purpose) pairs: cached ones locally, the misses in
         one ``BatchCheckConsent`` call per thousand. Deny whatever cannot be answered."""
         wanted = list(dict.fromkeys(pairs))
+        answers: dict[tuple[str, str], ConsentAnswer] = {}
+        for pair in wanted:
+            if self._always_allowed(pair[1]):
+                answers[pair] = ConsentAnswer(True, NECESSARY, cached=True)
+        wanted = [pair for pair in wanted if pair not in answers]
         if not self._healthy or not self._nats.is_connected:
-            return dict.fromkeys(wanted, DENY_UNAVAILABLE)
+            return {**answers, **dict.fromkeys(wanted, DENY_UNAVAILABLE)}
         reconnects = int(self._nats.stats.get("reconnects", 0))
         now = time.monotonic()
-        answers: dict[tuple[str, str], ConsentAnswer] = {}
         misses: list[tuple[str, str]] = []
         for subject_id, purpose in wanted:
             key = (subject_token(subject_id), purpose) if subject_id else ("", purpose)
@@ -170,6 +193,7 @@ class ConsentClient:
                 chunk, keys, generations, remote, strict=True
             ):
                 answers[pair] = answer
+                self._learn(pair[1], answer)
                 if ttl > 0 and self._generation.get(key, 0) == generation:
                     self._remember(key, _Entry(answer, time.monotonic() + ttl, reconnects))
         return answers

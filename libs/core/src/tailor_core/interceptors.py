@@ -28,7 +28,9 @@ from functools import cache
 from types import TracebackType
 from typing import Any
 
+import asyncpg
 import grpc
+import nats.errors
 import structlog
 from google.protobuf import descriptor_pool
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -41,11 +43,25 @@ from tailor_core.errors import (
     FieldViolation,
     InvalidArgument,
     ResourceExhausted,
+    Unavailable,
 )
 from tailor_core.logs import reset_request_id, set_request_id
 from tailor_core.metrics import GRPC_REQUESTS, GRPC_SECONDS
 
 log = structlog.get_logger(__name__)
+
+#: Connection trouble with Postgres or NATS (as opposed to a bug): the caller may retry.
+INFRASTRUCTURE_AWAY = (
+    ConnectionError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+)
 
 PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -327,6 +343,11 @@ class _Call:
             await self._context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, f"{self._method} is not implemented yet"
             )
+        if isinstance(exc, INFRASTRUCTURE_AWAY):
+            # Postgres or NATS away for a moment (a restart, a failover): nothing was done,
+            # and the caller may try again, so it is told UNAVAILABLE rather than INTERNAL.
+            log.warning("infrastructure unavailable", method=self._method, error=type(exc).__name__)
+            await self._abort(Unavailable("the service cannot reach its storage now; retry"))
         log.exception("unhandled error in RPC", method=self._method, error=type(exc).__name__)
         self._outcome.code = grpc.StatusCode.INTERNAL
         await self._context.abort(

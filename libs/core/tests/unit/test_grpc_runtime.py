@@ -40,6 +40,8 @@ async def fail(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         raise InvalidArgument(
             "bad event", [FieldViolation("events[0].currency", "not an ISO 4217 code", "CURRENCY")]
         )
+    if request == b"storage away":
+        raise ConnectionRefusedError("connect to 127.0.0.1:5432 failed")
     raise RuntimeError("secret internals: alice@example.com")
 
 
@@ -162,6 +164,15 @@ async def test_unexpected_exception_is_internal_and_leaks_nothing(server: GrpcSe
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "alice" not in (caught.value.details() or "")
     assert "request id" in (caught.value.details() or "")
+
+
+async def test_storage_out_of_reach_is_unavailable_and_retryable(server: GrpcServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _call(channel, "Fail")(b"storage away", metadata=_auth(["echo:read"]))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (caught.value.details() or "").endswith("; retry")
+    assert "5432" not in (caught.value.details() or "")
 
 
 async def test_health_and_reflection_are_public_and_describe_the_service(

@@ -53,6 +53,8 @@ REJECTED = ingest_pb2.EVENT_OUTCOME_REJECTED
 SUPPRESSED = ingest_pb2.EVENT_OUTCOME_SUPPRESSED
 #: Consent answers that mean "no answer could be had", as opposed to "no consent".
 _UNAVAILABLE_REASONS = frozenset({"consent_unavailable", "timeout"})
+#: A rejection larger than this goes on REJECTED without its event (NATS allows 1 MiB).
+MAX_STREAM_REJECTION_BYTES = 256 * 1024
 PUBLISH_TIMEOUT_SECONDS = 5.0
 
 
@@ -323,11 +325,27 @@ class Collector:
     def _rejection_message(
         self, row: repository.RejectionRow, message: events_pb2.Envelope
     ) -> tuple[str, bytes, dict[str, str]]:
-        return (
-            self._naming.rejected_subject(row.source_id, message.subject),
-            message.SerializeToString(),
-            {"Nats-Msg-Id": message.id, "Tailor-Type": message.type},
-        )
+        subject = self._naming.rejected_subject(row.source_id, message.subject)
+        headers = {"Nats-Msg-Id": message.id, "Tailor-Type": message.type}
+        payload = message.SerializeToString()
+        if len(payload) > MAX_STREAM_REJECTION_BYTES:
+            # Over what a NATS message may carry, the stream gets the reasons only (the
+            # whole rejection is in the table, for ListRejectedEvents): otherwise the
+            # caller would be told to retry something that can never be published.
+            clipped = events_pb2.Envelope()
+            clipped.CopyFrom(message)
+            clipped.subject = ""
+            rejected = clipped.event_rejected
+            rejected.ClearField("rejected_event")
+            rejected.message_id = rejected.message_id[:256]
+            rejected.event = rejected.event[:256]
+            del rejected.errors[20:]
+            for error in rejected.errors:
+                error.field = error.field[:256]
+                error.description = error.description[:512]
+            payload = clipped.SerializeToString()
+            headers["Tailor-Clipped"] = "true"
+        return subject, payload, headers
 
 
 def _seal_fields(personal: list[tuple[str, common_pb2.PersonalField]], key: DataKey | None) -> None:

@@ -9,7 +9,7 @@ enum numbers, timestamps far outside any calendar, deep Structs, repeated fields
 from __future__ import annotations
 
 import contextlib
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -149,4 +149,83 @@ def draw_examples(strategy: st.SearchStrategy[T], count: int) -> list[T]:
         found.append(value)
 
     collect()
+    return found
+
+
+#: One value per kind of field for each boundary message (see :func:`boundary_messages`):
+#: the inputs that slip past a quick check (a negative page size past ``or default``,
+#: "²" past ``str.isdigit``, a 40-digit number past a text check into a bigint column,
+#: LIKE wildcards, negative nanos that no calendar converts).
+_BOUNDARIES: tuple[dict[str, Any], ...] = (
+    {"int": -1, "float": float("nan"), "str": "\u00b2", "bytes": b"\xff", "bool": True,
+     "enum": 999, "time": (-1, -1)},
+    {"int": "min", "float": float("-inf"), "str": "9" * 40, "bytes": b"", "bool": False,
+     "enum": -1, "time": (-(2**40), 0)},
+    {"int": "max", "float": float("inf"), "str": "-1", "bytes": b"\x00" * 64, "bool": True,
+     "enum": 1, "time": (2**40, 2**31 - 1)},
+    {"int": 0, "float": 1e308, "str": "x" * 20_000, "bytes": b"\x0a\xff", "bool": False,
+     "enum": 0, "time": (0, 10**9)},
+    {"int": 2**31 - 1, "float": -0.0, "str": "%_\\' OR 1=1 --", "bytes": b"%",
+     "bool": True, "enum": 2, "time": (253402300800, 0)},
+)  # fmt: skip
+
+
+def _boundary_scalar(field: FieldDescriptor, flavour: dict[str, Any]) -> Any:
+    kind = field.type
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        wanted = {"min": low, "max": high}.get(flavour["int"], flavour["int"])
+        return min(max(wanted, low), high)
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        value = flavour["float"]
+        # A float field cannot hold 1e308: use its own largest value instead.
+        return 3.4e38 if kind == FieldDescriptor.TYPE_FLOAT and value == 1e308 else value
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return flavour["bool"]
+    if kind == FieldDescriptor.TYPE_STRING:
+        return flavour["str"]
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return flavour["bytes"]
+    if kind == FieldDescriptor.TYPE_ENUM:
+        return flavour["enum"]
+    raise ValueError(f"no boundary value for field type {kind}")
+
+
+def _boundary_fill(message: Message, flavour: dict[str, Any], depth: int) -> None:
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
+    if descriptor.full_name == "google.protobuf.Timestamp":
+        message.seconds, message.nanos = flavour["time"]  # type: ignore[attr-defined]
+        return
+    for field in descriptor.fields:
+        target = getattr(message, field.name)
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            key = _boundary_scalar(entry.fields_by_name["key"], flavour)
+            value_field = entry.fields_by_name["value"]
+            if value_field.message_type is None:
+                target[key] = _boundary_scalar(value_field, flavour)
+            elif depth > 0:
+                _boundary_fill(target[key], flavour, depth - 1)
+        elif field.is_repeated:
+            if entry is None:
+                target.append(_boundary_scalar(field, flavour))
+            elif depth > 0:
+                _boundary_fill(target.add(), flavour, depth - 1)
+        elif entry is not None:
+            if depth > 0:
+                _boundary_fill(target, flavour, depth - 1)
+                target.SetInParent()
+        else:
+            setattr(message, field.name, _boundary_scalar(field, flavour))
+
+
+def boundary_messages(descriptor: Descriptor, depth: int = 4) -> list[Message]:
+    """Deterministic messages of ``descriptor``'s type, one per boundary flavour, with every
+    field (to ``depth`` levels of nesting, one element per repeated field or map) set to
+    that flavour's edge value: what random drawing rarely hits all at once."""
+    found = []
+    for flavour in _BOUNDARIES:
+        message = GetMessageClass(descriptor)()
+        _boundary_fill(message, flavour, depth)
+        found.append(message)
     return found

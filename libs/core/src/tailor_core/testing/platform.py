@@ -4,6 +4,7 @@ sending events through ingest), and everything removed afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -118,7 +119,8 @@ async def running_platform(
         for channel in running.channels:
             await channel.close()
         await group.stop()
-        await pg.close()
+        with contextlib.suppress(Exception):  # a chaos test may have restarted Postgres
+            await pg.close()
         await delete_streams(nc.jetstream(), [s.name for s in platform_streams(naming)])
         await nc.drain()
         await group.drop_schemas()

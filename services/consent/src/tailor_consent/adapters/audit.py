@@ -175,7 +175,7 @@ async def verify(conn: Connection, from_sequence: int = 0, to_sequence: int = 0)
     checked = 0
     async with conn.transaction():
         cursor = conn.cursor(
-            "SELECT * FROM audit_log WHERE sequence >= $1 AND ($2 = 0 OR sequence <= $2)"
+            "SELECT * FROM audit_log WHERE sequence >= $1 AND ($2::bigint = 0 OR sequence <= $2)"
             " ORDER BY sequence",
             start,
             to_sequence,

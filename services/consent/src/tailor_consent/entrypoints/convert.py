@@ -36,8 +36,16 @@ _KINDS_BACK = {
 }
 
 
-def utc(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
+def utc(stamp: Timestamp, path: str) -> datetime:
+    """``stamp`` as an aware datetime; INVALID_ARGUMENT naming ``path`` when it is outside
+    any calendar (negative nanos, seconds past year 9999)."""
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidArgument(
+            f"{path} is not a valid timestamp",
+            [FieldViolation(path, "not a valid timestamp (RFC 3339 range)", "TIMESTAMP_MALFORMED")],
+        ) from None
 
 
 def metadata(
@@ -51,7 +59,9 @@ def metadata(
             [FieldViolation("metadata.source", "say where the decision was collected", "REQUIRED")],
         )
     jurisdiction = _JURISDICTIONS.get(message.jurisdiction, Jurisdiction.GDPR)
-    decided_at = utc(message.decided_at) if message.HasField("decided_at") else None
+    decided_at = (
+        utc(message.decided_at, "metadata.decided_at") if message.HasField("decided_at") else None
+    )
     return (
         DecisionMetadata(source, jurisdiction, message.policy_version, message.proof_reference),
         decided_at,

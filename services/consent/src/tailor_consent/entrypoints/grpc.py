@@ -23,6 +23,7 @@ from tailor_core.crypto import DataKey
 from tailor_core.envelopes import timestamp
 from tailor_core.errors import FieldViolation, InvalidArgument, PermissionDenied
 from tailor_core.interceptors import current_principal
+from tailor_core.paging import page_size
 
 CHECK_CACHE_TTL_SECONDS = 60
 
@@ -39,7 +40,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         meta, decided_at = convert.metadata(request.metadata, request.HasField("metadata"))
         expires_at = None
         if isinstance(request, pb.GrantConsentRequest) and request.HasField("expires_at"):
-            expires_at = convert.utc(request.expires_at)
+            expires_at = convert.utc(request.expires_at, "expires_at")
         command = RecordCommand(
             subject_id=request.subject_id,
             purposes=list(request.purposes),
@@ -132,8 +133,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 "report needs a period", [FieldViolation("range", "give start and end", "REQUIRED")]
             )
         rows = await self._ledger.report(
-            convert.utc(request.range.start),
-            convert.utc(request.range.end),
+            convert.utc(request.range.start, "range.start"),
+            convert.utc(request.range.end, "range.end"),
             request.bucket or "day",
             list(request.purposes),
         )
@@ -174,19 +175,22 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.QueryAuditResponse:
         before = None
         if request.page.page_token:
-            if not request.page.page_token.isdigit():
+            token = request.page.page_token
+            # isdigit() alone admits "²" (which int() refuses) and numbers past bigint.
+            if not (token.isascii() and token.isdigit() and len(token) <= 18):
                 raise InvalidArgument(
                     "bad page token",
                     [FieldViolation("page.page_token", "not a token from this API", "BAD_TOKEN")],
                 )
             before = int(request.page.page_token)
-        start = convert.utc(request.range.start) if request.range.HasField("start") else None
-        end = convert.utc(request.range.end) if request.range.HasField("end") else None
+        has = request.range.HasField
+        start = convert.utc(request.range.start, "range.start") if has("start") else None
+        end = convert.utc(request.range.end, "range.end") if has("end") else None
         if start and end and end <= start:
             raise InvalidArgument(
                 "bad period", [FieldViolation("range", "end must be after start", "BAD_RANGE")]
             )
-        size = min(request.page.page_size or 100, 1000)
+        size = page_size(request.page, 100, 1000)
         async with self._pool.acquire() as conn:
             entries = await audit.query(
                 conn,
@@ -224,6 +228,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def VerifyAuditChain(
         self, request: audit_pb2.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
     ) -> audit_pb2.VerifyAuditChainResponse:
+        violations = [
+            FieldViolation(name, f"0 (the {end}) or a positive sequence", "NEGATIVE")
+            for name, end in (("from_sequence", "start"), ("to_sequence", "end"))
+            if getattr(request, name) < 0
+        ]
+        if violations:
+            raise InvalidArgument("bad sequence range", violations)
         async with self._pool.acquire() as conn:
             result = await audit.verify(conn, request.from_sequence, request.to_sequence)
         return audit_pb2.VerifyAuditChainResponse(

@@ -123,6 +123,30 @@ def _merge_message(row: Any) -> profile_pb2.MergeRecord:
     return message
 
 
+def _comparison_name(op: int) -> str:
+    """The operator's name without its prefix; "" for a number the enum does not define
+    (which parse_condition refuses as a missing operator)."""
+    if op not in common_pb2.Comparison.values():
+        return ""
+    name = common_pb2.Comparison.Name(common_pb2.Comparison.ValueType(op))
+    return name.removeprefix("COMPARISON_")
+
+
+def _operand(condition: profile_pb2.TraitCondition, index: int) -> Any:
+    """The condition's value as plain JSON data, None when unset; INVALID_ARGUMENT for a
+    value JSON cannot hold (NaN, infinities)."""
+    if not condition.HasField("value"):
+        return None
+    try:
+        return json_format.MessageToDict(condition.value)
+    except (ValueError, json_format.SerializeToJsonError):
+        path = f"conditions[{index}].value"
+        raise InvalidArgument(
+            f"{path} is not a JSON value",
+            [FieldViolation(path, "a finite number, string, bool, list or struct", "NOT_JSON")],
+        ) from None
+
+
 class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     def __init__(
         self,
@@ -179,8 +203,8 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             conditions.parse_condition(
                 index,
                 c.trait,
-                common_pb2.Comparison.Name(c.op).removeprefix("COMPARISON_"),
-                json_format.MessageToDict(c.value) if c.HasField("value") else None,
+                _comparison_name(c.op),
+                _operand(c, index),
                 request_duration(c, "duration", f"conditions[{index}].duration")
                 if c.HasField("duration")
                 else None,
