@@ -64,6 +64,17 @@ infra-check: $(INFRA_STAMP) ## render, schema-validate, security-scan and lint i
 	$(BIN)/yamllint infra .yamllint
 	@echo "infra-check: every overlay renders, validates, passes the scan and the lint"
 
+# Benchmarks: every script in bench/ with --json, one after the other, into bench/results/
+# (latest.md, latest.json, latency.png, quality.png). QUICK=1 passes small sizes (under 3
+# minutes); the full run takes about 20. Plotting needs matplotlib, kept in requirements/bench.txt.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) requirements/bench.txt
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements/bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## run every benchmark, write bench/results/latest.{md,json} and plots (QUICK=1: small sizes)
+	$(BIN)/python bench/run_all.py $(if $(filter 1 yes true,$(QUICK)),--quick)
+
 TAG ?= 0.1.0
 REGISTRY ?= ghcr.io/tailor-platform
 images: ## build every service image (needs a Docker engine), tagged $(REGISTRY)/tailor-<name>:$(TAG)

@@ -191,13 +191,13 @@ async def _under_load(
     load = asyncio.create_task(sender.run())
 
     async def warmed() -> bool:
-        return sender.sent >= 40
+        return sender.sent >= 20
 
     await wait_until(warmed, timeout=60, message="load under way")
     recovery = await _recovery(platform, fault)
 
     async def more() -> bool:
-        return sender.sent >= 120
+        return sender.sent >= 60
 
     await wait_until(more, timeout=120, message="load goes on after the fault")
     sender.stop()
