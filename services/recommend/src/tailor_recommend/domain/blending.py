@@ -220,12 +220,15 @@ class Recommender:
         for item in subject.context_items:  # the page's items count as much as the best seen
             history[item] = max(history.get(item, 0.0), seed_weight)
         if history:
-            lists = {
-                Source.ALS: self.als_candidates(subject.user_id, history, depth),
-                Source.COOCCURRENCE: self.cooccurrence_candidates(
-                    history, set(subject.context_items), depth
-                ),
-            }
+            als = self.als_candidates(subject.user_id, history, depth)
+            # A list with no weight cannot move the blend: co-occurrence is scored (its cost
+            # is most of a request's) only when it counts, or when ALS has nothing to say.
+            cooccurrence = (
+                self.cooccurrence_candidates(history, set(subject.context_items), depth)
+                if self.weights.cooccurrence > 0 or not als
+                else []
+            )
+            lists = {Source.ALS: als, Source.COOCCURRENCE: cooccurrence}
             if any(lists.values()):
                 lists[Source.POPULAR] = self.popular(depth, now, exclude=history)
                 blended = [
