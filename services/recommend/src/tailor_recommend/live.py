@@ -29,7 +29,9 @@ from tailor_recommend.domain.popularity import (
 
 log = structlog.get_logger(__name__)
 
-PAGE = 5000
+PAGE = 2000
+#: Interactions applied between two turns of the event loop while catching up.
+YIELD_EVERY = 100
 #: Blend weights. With an ALS model: what the offline evaluation chose on a validation month
 #: of the UCI data (co-occurrence adds nothing there once ALS ranks; it still answers
 #: SimilarItems). Without one: co-occurrence leads, popularity fills.
@@ -104,13 +106,14 @@ class LiveModels:
             if epoch != state.epoch:
                 state = await self._rebuild(conn, epoch)
             await self._follow_rows(conn, state)
-            serving = await store.serving_model(conn, "als")
-            if serving is not None and serving["version"] != state.als_version:
-                model = AlsModel.from_bytes(bytes(serving["artifact"]))
-                state.recommender = replace(state.recommender, als=model, weights=WITH_ALS)
-                state.als_version = serving["version"]
-                log.info("model swapped in", model="als", version=serving["version"])
-            state.recommender = replace(state.recommender, categories=await store.categories(conn))
+            version = await store.serving_version(conn, "als")
+            if version is not None and version != state.als_version:
+                serving = await store.serving_model(conn, "als")  # the artifact, once
+                if serving is not None:
+                    model = AlsModel.from_bytes(bytes(serving["artifact"]))
+                    state.recommender = replace(state.recommender, als=model, weights=WITH_ALS)
+                    state.als_version = serving["version"]
+                    log.info("model swapped in", model="als", version=serving["version"])
         self.state = state
 
     async def _rebuild(self, conn: Connection, epoch: int) -> LiveState:
@@ -125,6 +128,7 @@ class LiveModels:
         return fresh
 
     async def _follow_rows(self, conn: Connection, state: LiveState) -> None:
+        """Apply the interactions stored since the last tick, yielding to requests often."""
         recommender = state.recommender
         assert recommender.cooccurrence is not None
         assert recommender.popularity is not None
@@ -132,10 +136,16 @@ class LiveModels:
             rows = await store.interactions_after(conn, state.position, PAGE)
             if not rows:
                 return
-            categories = (
-                await store.categories(conn) if len(rows) == PAGE else recommender.categories
+            # The page may name items first described with it: read the catalogue afresh.
+            recommender = state.recommender = replace(
+                state.recommender, categories=await store.categories(conn)
             )
-            for row in rows:
+            assert recommender.cooccurrence is not None
+            assert recommender.popularity is not None
+            categories = recommender.categories
+            for number, row in enumerate(rows):
+                if number and number % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a large catch-up must not hold up the requests
                 interaction = row.interaction
                 weight = self._weights.base(interaction.kind)
                 recommender.cooccurrence.add(
@@ -157,7 +167,6 @@ class LiveModels:
             state.applied_at = datetime.now(UTC)
             if len(rows) < PAGE:
                 return
-            await asyncio.sleep(0)  # a large catch-up must not hold up the requests
 
     def popularity_now(self, now: datetime) -> datetime:
         """Popularity windows end at the latest interaction when it is older than now, so a

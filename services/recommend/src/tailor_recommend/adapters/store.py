@@ -140,6 +140,13 @@ async def latest_position(conn: Connection) -> int:
     return int(await conn.fetchval("SELECT COALESCE(max(position), 0) FROM interactions"))
 
 
+async def serving_version(conn: Connection, model: str) -> str | None:
+    version: str | None = await conn.fetchval(
+        "SELECT version FROM models WHERE model = $1 AND state = 'SERVING'", model
+    )
+    return version
+
+
 async def serving_model(conn: Connection, model: str) -> Any:
     return await conn.fetchrow(
         "SELECT version, artifact, trained_at FROM models WHERE model = $1 AND state = 'SERVING'",
