@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SUBJECTS = 20
 PACE_SECONDS = 0.02  # about 50 orders a second
+RETRY_PAUSE_SECONDS = 0.1  # how long a client waits before resending what was refused
 SERVICES = ("consent", "ingest", "profile", "segment", "recommend")
 
 
@@ -99,7 +100,7 @@ class Sender:
                 ):
                     raise
                 self.retries += 1
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
 
     async def run(self) -> None:
         number = 0

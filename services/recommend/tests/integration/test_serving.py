@@ -189,15 +189,17 @@ async def test_als_trains_and_swaps_in_under_load_without_a_failed_request(
         assert als.state != pb.MODEL_STATE_FAILED, als.error
         return str(als.version) if als.state == pb.MODEL_STATE_SERVING else ""
 
-    async def load(stop: asyncio.Event) -> tuple[int, set[str]]:
-        calls, versions = 0, set()
+    served: set[str] = set()  # ALS versions the load has been answered with
+
+    async def load(stop: asyncio.Event) -> int:
+        calls = 0
         while not stop.is_set():
             reply = await stub.Recommend(
                 pb.RecommendRequest(subject_id=users[calls % len(users)], k=5), metadata=READER
             )
-            versions |= {v.version for v in reply.model_versions if v.model == pb.MODEL_ALS}
+            served.update(v.version for v in reply.model_versions if v.model == pb.MODEL_ALS)
             calls += 1
-        return calls, versions
+        return calls
 
     schema = platform.service("recommend").schema
     # A version in training (here another replica's) means no second one may start.
@@ -220,10 +222,15 @@ async def test_als_trains_and_swaps_in_under_load_without_a_failed_request(
             return (await serving_version()) not in ("", before)
 
         await wait_until(swapped, timeout=60, message="a new ALS version serving")
-        await asyncio.sleep(0.3)  # a few requests on the new version (the load is bounded)
+        new_version = await serving_version()
+
+        async def answered_with_it(version: str = new_version) -> bool:
+            return version in served
+
+        await wait_until(answered_with_it, timeout=30, message="the load served the new version")
         stop.set()
-        results = await asyncio.gather(*workers)  # a failed request would raise here
-        assert sum(calls for calls, _ in results) > 0
+        calls = await asyncio.gather(*workers)  # a failed request would raise here
+        assert sum(calls) > 0
     status = await stub.GetModelStatus(pb.GetModelStatusRequest(), metadata=ADMIN)
     als = next(m for m in status.models if m.model == pb.MODEL_ALS)
     assert als.items == len(CANDLES) + len(MUGS)
