@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +33,8 @@ log = structlog.get_logger(__name__)
 PAGE = 2000
 #: Interactions applied between two turns of the event loop while catching up.
 YIELD_EVERY = 100
+#: Seconds between reads of segment members (for popularity per segment).
+MEMBERS_EVERY_SECONDS = 10.0
 #: Blend weights. With an ALS model: what the offline evaluation chose on a validation month
 #: of the UCI data (co-occurrence adds nothing there once ALS ranks; it still answers
 #: SimilarItems). Without one: co-occurrence leads, popularity fills.
@@ -51,6 +54,7 @@ class LiveState:
     applied_at: datetime | None = None  # when it was applied here
     latest_interaction_at: datetime | None = None
     members: dict[str, list[str]] = field(default_factory=dict)
+    members_read_at: float = 0.0  # monotonic
 
 
 def _fresh_models(half_life: timedelta) -> tuple[CooccurrenceModel, PopularityModel]:
@@ -105,6 +109,10 @@ class LiveModels:
             epoch = await store.epoch(conn)
             if epoch != state.epoch:
                 state = await self._rebuild(conn, epoch)
+            if time.monotonic() - state.members_read_at > MEMBERS_EVERY_SECONDS:
+                # Popularity per segment counts what members did while members.
+                state.members = await store.all_members(conn)
+                state.members_read_at = time.monotonic()
             await self._follow_rows(conn, state)
             version = await store.serving_version(conn, "als")
             if version is not None and version != state.als_version:
@@ -123,6 +131,7 @@ class LiveModels:
             epoch=epoch,
             als_version=self.state.als_version,
             members=await store.all_members(conn),
+            members_read_at=time.monotonic(),
         )
         log.info("real-time models rebuilt from the interactions", epoch=epoch)
         return fresh
