@@ -10,6 +10,7 @@ import pytest
 
 from tailor_core.migrations import core_migrations, migrate
 from tailor_core.privacy import erased, hold_off_erasure, remember_erased
+from tailor_core.testing.waiting import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -38,9 +39,16 @@ async def test_an_erasure_waits_for_a_writer_in_flight(pool: asyncpg.Pool, pg_sc
         erasing = eraser.transaction()
         await erasing.start()
         erasure = asyncio.create_task(remember_erased(eraser, ["carol"]))
-        await asyncio.sleep(0)  # one turn: the erasure is now waiting on the lock
-        done, _ = await asyncio.wait({erasure}, timeout=0.3)
-        assert not done, "the erasure did not wait for the writer"
+        eraser_pid = eraser.get_server_pid()
+
+        async def erasure_blocked_on_the_lock() -> bool:
+            waiting = await writer.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", eraser_pid
+            )
+            return bool(waiting == "Lock")
+
+        await wait_until(erasure_blocked_on_the_lock, timeout=10, message="erasure waits")
+        assert not erasure.done()
         await writing.commit()
         await asyncio.wait_for(erasure, timeout=10)
         await erasing.commit()
