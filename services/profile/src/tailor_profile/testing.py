@@ -8,7 +8,6 @@ import json
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -32,37 +31,19 @@ READER = bearer("profile:read", kind="service")
 ADMIN = bearer("profile:admin", "profile:read")
 
 
-@dataclass
-class ProfilePlatform:
-    running: RunningPlatform
-
-    @property
-    def group(self) -> Any:
-        return self.running.group
-
-    @property
-    def pg(self) -> Any:
-        return self.running.pg
+class ProfilePlatform(RunningPlatform):
+    """The running services, with what profile's tests ask of them."""
 
     @property
     def profile(self) -> ServiceProcess:
-        return self.running.service("profile")
+        return self.service("profile")
 
     @property
     def schema(self) -> str:
         return self.profile.schema
 
     def profiles(self) -> profile_pb2_grpc.ProfileServiceStub:
-        return profile_pb2_grpc.ProfileServiceStub(self.running.channel("profile"))
-
-    async def grant(self, subject: str, *purposes: str) -> None:
-        await self.running.grant(subject, *purposes)
-
-    async def withdraw(self, subject: str, *purposes: str) -> None:
-        await self.running.withdraw(subject, *purposes)
-
-    async def send(self, *events: events_pb2.CustomerEvent) -> Any:
-        return await self.running.send(*events)
+        return profile_pb2_grpc.ProfileServiceStub(self.channel("profile"))
 
     async def projected_totals(self) -> dict[str, CustomerTotals]:
         """Orders, refunds and net revenue of every profile, as the projection holds them."""
@@ -89,9 +70,9 @@ async def profile_platform(infra: Infra, log_dir: Path) -> AsyncIterator[Profile
         }
     }
     async with running_platform(
-        infra, log_dir, ("consent", "ingest", "profile"), env=env, prefix="pr"
+        infra, log_dir, ("consent", "ingest", "profile"), env=env, prefix="pr", kind=ProfilePlatform
     ) as running:
-        yield ProfilePlatform(running)
+        yield running
 
 
 def with_metrics(process: ServiceProcess) -> ServiceProcess:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,41 +22,19 @@ WRITER = bearer("segment:write", "segment:read")
 READER = bearer("segment:read", kind="service")
 
 
-@dataclass
-class SegmentPlatform:
-    running: RunningPlatform
-
-    @property
-    def group(self) -> Any:
-        return self.running.group
-
-    @property
-    def pg(self) -> Any:
-        return self.running.pg
-
-    @property
-    def nc(self) -> Any:
-        return self.running.nc
-
-    @property
-    def naming(self) -> Any:
-        return self.running.naming
+class SegmentPlatform(RunningPlatform):
+    """The running services, with what segment's tests ask of them."""
 
     @property
     def schema(self) -> str:
-        return self.running.service("segment").schema
+        return self.service("segment").schema
 
     def segments(self) -> segment_pb2_grpc.SegmentServiceStub:
-        return segment_pb2_grpc.SegmentServiceStub(self.running.channel("segment"))
-
-    async def grant(self, subject: str, *purposes: str) -> None:
-        await self.running.grant(subject, *purposes)
-
-    async def withdraw(self, subject: str, *purposes: str) -> None:
-        await self.running.withdraw(subject, *purposes)
+        return segment_pb2_grpc.SegmentServiceStub(self.channel("segment"))
 
     async def send(self, *events: events_pb2.CustomerEvent) -> ingest_pb2.BatchResponse:
-        reply = await self.running.send(*events)
+        """Send through ingest; every event must be accepted."""
+        reply = await super().send(*events)
         assert all(r.outcome == ingest_pb2.EVENT_OUTCOME_ACCEPTED for r in reply.results), reply
         return reply
 
@@ -105,8 +82,9 @@ async def segment_platform(infra: Infra, log_dir: Path) -> AsyncIterator[Segment
         ("consent", "ingest", "profile", "segment"),
         env={"segment": {"TAILOR_CLOCK_SECONDS": "0.1"}},
         prefix="sg",
+        kind=SegmentPlatform,
     ) as running:
-        yield SegmentPlatform(running)
+        yield running
 
 
 def event(**fields: Any) -> events_pb2.CustomerEvent:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -94,6 +95,9 @@ class RunningPlatform:
         return reply
 
 
+PlatformT = TypeVar("PlatformT", bound=RunningPlatform)
+
+
 @asynccontextmanager
 async def running_platform(
     infra: Infra,
@@ -102,9 +106,11 @@ async def running_platform(
     *,
     env: Mapping[str, Mapping[str, str]] | None = None,
     prefix: str = "pl",
-) -> AsyncIterator[RunningPlatform]:
+    kind: type[PlatformT] = RunningPlatform,  # type: ignore[assignment]
+) -> AsyncIterator[PlatformT]:
     """Start ``names`` (consent first) with per-service ``env``; stop and remove everything
-    they made (schemas, streams) on the way out."""
+    they made (schemas, streams) on the way out. ``kind`` is a service's own subclass with
+    the calls its tests make."""
     group = ServiceGroup(infra, unique_name(prefix), TEST_SECRET, log_dir, names=names)
     for name, extra in (env or {}).items():
         group.services[name].extra_env.update(extra)
@@ -112,7 +118,7 @@ async def running_platform(
     naming = Naming(group.namespace, 4)
     pg = await asyncpg.connect(infra.pg_dsn)
     nc = await connect(infra.nats_url, name=f"{prefix}-tests")
-    running = RunningPlatform(group, naming, pg, nc)
+    running = kind(group, naming, pg, nc)
     try:
         yield running
     finally:
