@@ -3,84 +3,43 @@ summary, reads and searches, consent refusals, merges and batch jobs, exit codes
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import grpc
-import nats
 import pytest
 
 from tailor.common.v1 import common_pb2
-from tailor.consent.v1 import consent_pb2, consent_pb2_grpc
 from tailor.events.v1 import events_pb2
-from tailor.ingest.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
-from tailor_cli.local_platform import SECRET_FILE
-from tailor_cli.main import main
-from tailor_core.auth import mint_token
-from tailor_core.bus import delete_streams, platform_streams
-from tailor_core.streams import Naming
+from tailor.ingest.v1 import ingest_pb2
+from tailor_cli.testing import cli_data_dir, run_tailor
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
-from tailor_core.testing.services import ServiceGroup
+from tailor_core.testing.platform import RunningPlatform, running_platform
 from tailor_core.testing.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SECRET = "c" * 40
 ORDERS = 3
 
 
-def _bearer(*scopes: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {mint_token(SECRET, 'staff-7', 'compliance', scopes)}"),)
+class Platform(RunningPlatform):
+    """The services, the CLI's data directory, and how many events ingest accepted."""
 
-
-@dataclass
-class Platform:
-    group: ServiceGroup
-    data_dir: Path
-    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    data_dir: Path = Path()
     accepted: int = 0
-    api_key: tuple[tuple[str, str], ...] = ()
 
-    def channel(self, service: str) -> grpc.aio.Channel:
-        opened = grpc.aio.insecure_channel(self.group.services[service].address)
-        self.channels.append(opened)
-        return opened
-
-    async def grant(self, subject: str, *purposes: str) -> None:
-        await consent_pb2_grpc.ConsentServiceStub(self.channel("consent")).GrantConsent(
-            consent_pb2.GrantConsentRequest(
-                subject_id=subject,
-                purposes=list(purposes),
-                metadata=consent_pb2.DecisionMetadata(source=consent_pb2.CONSENT_SOURCE_API),
-            ),
-            metadata=_bearer("consent:write"),
-        )
-
-    async def send(self, *events: events_pb2.CustomerEvent) -> None:
+    async def send(self, *events: events_pb2.CustomerEvent) -> ingest_pb2.BatchResponse:
         """Send through ingest's public API; every event must be accepted."""
-        if not self.api_key:
-            created = await admin_pb2_grpc.IngestAdminServiceStub(
-                self.channel("ingest")
-            ).CreateApiKey(
-                admin_pb2.CreateApiKeyRequest(source_id="cli-test"),
-                metadata=_bearer("ingest:admin"),
-            )
-            self.api_key = (("x-api-key", created.secret),)
-        reply = await ingest_pb2_grpc.IngestServiceStub(self.channel("ingest")).Batch(
-            ingest_pb2.BatchRequest(events=list(events)), metadata=self.api_key
-        )
+        reply = await super().send(*events)
         outcomes = [r.outcome for r in reply.results]
         assert outcomes == [ingest_pb2.EVENT_OUTCOME_ACCEPTED] * len(events), reply
         self.accepted += len(events)
+        return reply
 
 
 def _event(**fields: Any) -> events_pb2.CustomerEvent:
@@ -121,29 +80,16 @@ class People:
 async def platform(
     infra: Infra, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
-    group = ServiceGroup(
+    async with running_platform(
         infra,
-        unique_name("cli"),
-        SECRET,
         tmp_path_factory.mktemp("profile-cli-logs"),
-        names=("consent", "ingest", "profile"),
-    )
-    await group.start()
-    data_dir = tmp_path_factory.mktemp("tailor-data")
-    (data_dir / SECRET_FILE).write_text(SECRET)  # as `tailor up` leaves it for the CLI
-    found = Platform(group, data_dir)
-    try:
-        yield found
-    finally:
-        for channel in found.channels:
-            await channel.close()
-        await group.stop()
-        nc = await nats.connect(infra.nats_url)
-        await delete_streams(
-            nc.jetstream(), [s.name for s in platform_streams(Naming(group.namespace))]
-        )
-        await nc.drain()
-        await group.drop_schemas()
+        ("consent", "ingest", "profile"),
+        prefix="cli",
+        kind=Platform,
+    ) as running:
+        assert isinstance(running, Platform)
+        running.data_dir = cli_data_dir(tmp_path_factory.mktemp("tailor-data"))
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -192,23 +138,8 @@ def credentials_from_the_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def tailor(platform: Platform, *args: str) -> tuple[int, str]:
     """Run ``tailor profile …`` in-process; (exit code, everything printed)."""
-    printed = io.StringIO()
-    argv = [
-        "--data-dir",
-        str(platform.data_dir),
-        "profile",
-        *args,
-        "--profile-addr",
-        platform.group.services["profile"].address,
-    ]
-
-    def call() -> int:
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            return main(argv)
-
-    # In a thread: main() runs its own event loop, which cannot nest in the test's.
-    code = await asyncio.to_thread(call)
-    return code, printed.getvalue()
+    address = platform.service("profile").address
+    return await run_tailor(platform.data_dir, "profile", *args, "--profile-addr", address)
 
 
 async def test_rebuild_completes_and_its_json_summary_counts_every_event(

@@ -4,9 +4,6 @@ version serves, model status, errors and exit codes."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,11 +17,10 @@ from tailor.events.v1 import events_pb2
 from tailor.ingest.v1 import ingest_pb2
 from tailor.recommend.v1 import recommend_pb2 as pb
 from tailor.recommend.v1 import recommend_pb2_grpc
-from tailor_cli.local_platform import SECRET_FILE
-from tailor_cli.main import main
+from tailor_cli.testing import cli_data_dir, run_tailor
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
-from tailor_core.testing.platform import TEST_SECRET, RunningPlatform, bearer, running_platform
+from tailor_core.testing.platform import RunningPlatform, bearer, running_platform
 from tailor_core.testing.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,9 +51,7 @@ async def platform(
         env=env,
         prefix="rcli",
     ) as running:
-        data_dir = tmp_path_factory.mktemp("tailor-data")
-        (data_dir / SECRET_FILE).write_text(TEST_SECRET)  # as `tailor up` leaves it for the CLI
-        yield Platform(running, data_dir)
+        yield Platform(running, cli_data_dir(tmp_path_factory.mktemp("tailor-data")))
 
 
 def _order(user: str, items: list[str], category: str) -> events_pb2.CustomerEvent:
@@ -119,23 +113,9 @@ def credentials_from_the_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def tailor(platform: Platform, *args: str) -> tuple[int, str]:
     """Run ``tailor recommend …`` in-process; (exit code, everything printed)."""
-    printed = io.StringIO()
-    argv = [
-        "--data-dir",
-        str(platform.data_dir),
-        "recommend",
-        *args,
-        "--recommend-addr",
-        platform.address,
-    ]
-
-    def call() -> int:
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            return main(argv)
-
-    # In a thread: main() runs its own event loop, which cannot nest in the test's.
-    code = await asyncio.to_thread(call)
-    return code, printed.getvalue()
+    return await run_tailor(
+        platform.data_dir, "recommend", *args, "--recommend-addr", platform.address
+    )
 
 
 async def test_for_a_consented_subject_lists_ranked_items_with_reasons(

@@ -4,96 +4,34 @@ other refusals (exit 1), audit and delete."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-import nats
 import pytest
 
-from tailor.consent.v1 import consent_pb2, consent_pb2_grpc
-from tailor.events.v1 import events_pb2
-from tailor.ingest.v1 import admin_pb2, admin_pb2_grpc, ingest_pb2, ingest_pb2_grpc
-from tailor_cli.local_platform import SECRET_FILE
-from tailor_cli.main import main
-from tailor_core.auth import mint_token
-from tailor_core.bus import delete_streams, platform_streams
-from tailor_core.streams import Naming
+from tailor_cli.testing import cli_data_dir, run_tailor
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
-from tailor_core.testing.services import ServiceGroup
+from tailor_core.testing.platform import running_platform
 from tailor_core.testing.waiting import wait_until
+from tailor_segment.testing import SegmentPlatform, viewed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SECRET = "g" * 40
+
 PRODUCT = "85123A"
 RULE = f'event "Product Viewed" where product.product_id = "{PRODUCT}" count >= 1 within 24h'
 # The window lacks its unit: the service points at column 76, the "24".
 BAD_RULE = f'event "Product Viewed" where product.product_id = "{PRODUCT}" count >= 1 within 24'
 
 
-def _bearer(*scopes: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {mint_token(SECRET, 'staff-9', 'compliance', scopes)}"),)
+class Platform(SegmentPlatform):
+    """The services and the CLI's data directory."""
 
-
-@dataclass
-class Platform:
-    group: ServiceGroup
-    data_dir: Path
-    channels: list[grpc.aio.Channel] = field(default_factory=list)
-    api_key: tuple[tuple[str, str], ...] = ()
-
-    def channel(self, service: str) -> grpc.aio.Channel:
-        opened = grpc.aio.insecure_channel(self.group.services[service].address)
-        self.channels.append(opened)
-        return opened
-
-    async def grant(self, subject: str, *purposes: str) -> None:
-        await consent_pb2_grpc.ConsentServiceStub(self.channel("consent")).GrantConsent(
-            consent_pb2.GrantConsentRequest(
-                subject_id=subject,
-                purposes=list(purposes),
-                metadata=consent_pb2.DecisionMetadata(source=consent_pb2.CONSENT_SOURCE_API),
-            ),
-            metadata=_bearer("consent:write"),
-        )
-
-    async def send(self, *events: events_pb2.CustomerEvent) -> None:
-        """Send through ingest's public API; every event must be accepted."""
-        if not self.api_key:
-            created = await admin_pb2_grpc.IngestAdminServiceStub(
-                self.channel("ingest")
-            ).CreateApiKey(
-                admin_pb2.CreateApiKeyRequest(source_id="segment-cli-test"),
-                metadata=_bearer("ingest:admin"),
-            )
-            self.api_key = (("x-api-key", created.secret),)
-        reply = await ingest_pb2_grpc.IngestServiceStub(self.channel("ingest")).Batch(
-            ingest_pb2.BatchRequest(events=list(events)), metadata=self.api_key
-        )
-        outcomes = [r.outcome for r in reply.results]
-        assert outcomes == [ingest_pb2.EVENT_OUTCOME_ACCEPTED] * len(events), reply
-
-
-def _viewed(subject: str, product_id: str) -> events_pb2.CustomerEvent:
-    event = events_pb2.CustomerEvent(
-        message_id=unique_name("m"),
-        user_id=subject,
-        track=events_pb2.Track(
-            event="Product Viewed",
-            product=events_pb2.ProductEvent(product=events_pb2.Product(product_id=product_id)),
-        ),
-    )
-    event.timestamp.FromDatetime(datetime.now(UTC))
-    return event
+    data_dir: Path = Path()
 
 
 @dataclass(frozen=True)
@@ -107,29 +45,16 @@ class People:
 async def platform(
     infra: Infra, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
-    group = ServiceGroup(
+    async with running_platform(
         infra,
-        unique_name("sgcli"),
-        SECRET,
         tmp_path_factory.mktemp("segment-cli-logs"),
-        names=("consent", "ingest", "profile", "segment"),
-    )
-    await group.start()
-    data_dir = tmp_path_factory.mktemp("tailor-data")
-    (data_dir / SECRET_FILE).write_text(SECRET)  # as `tailor up` leaves it for the CLI
-    found = Platform(group, data_dir)
-    try:
-        yield found
-    finally:
-        for channel in found.channels:
-            await channel.close()
-        await group.stop()
-        nc = await nats.connect(infra.nats_url)
-        await delete_streams(
-            nc.jetstream(), [s.name for s in platform_streams(Naming(group.namespace))]
-        )
-        await nc.drain()
-        await group.drop_schemas()
+        ("consent", "ingest", "profile", "segment"),
+        prefix="sgcli",
+        kind=Platform,
+    ) as running:
+        assert isinstance(running, Platform)
+        running.data_dir = cli_data_dir(tmp_path_factory.mktemp("tailor-data"))
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -140,23 +65,8 @@ def credentials_from_the_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def tailor(platform: Platform, *args: str) -> tuple[int, str]:
     """Run ``tailor segment …`` in-process; (exit code, everything printed)."""
-    printed = io.StringIO()
-    argv = [
-        "--data-dir",
-        str(platform.data_dir),
-        "segment",
-        *args,
-        "--segment-addr",
-        platform.group.services["segment"].address,
-    ]
-
-    def call() -> int:
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            return main(argv)
-
-    # In a thread: main() runs its own event loop, which cannot nest in the test's.
-    code = await asyncio.to_thread(call)
-    return code, printed.getvalue()
+    address = platform.service("segment").address
+    return await run_tailor(platform.data_dir, "segment", *args, "--segment-addr", address)
 
 
 async def _json(platform: Platform, *args: str) -> Any:
@@ -174,7 +84,7 @@ async def people(platform: Platform) -> People:
     await platform.grant(found.browser, "analytics", "marketing")
     await platform.grant(found.shy, "analytics")
     await platform.send(
-        _viewed(found.fan, PRODUCT), _viewed(found.shy, PRODUCT), _viewed(found.browser, "22423")
+        viewed(found.fan, PRODUCT), viewed(found.shy, PRODUCT), viewed(found.browser, "22423")
     )
 
     async def seen() -> bool:

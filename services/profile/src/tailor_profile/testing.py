@@ -72,6 +72,7 @@ async def profile_platform(infra: Infra, log_dir: Path) -> AsyncIterator[Profile
     async with running_platform(
         infra, log_dir, ("consent", "ingest", "profile"), env=env, prefix="pr", kind=ProfilePlatform
     ) as running:
+        assert isinstance(running, ProfilePlatform)
         yield running
 
 

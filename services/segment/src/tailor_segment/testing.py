@@ -84,6 +84,7 @@ async def segment_platform(infra: Infra, log_dir: Path) -> AsyncIterator[Segment
         prefix="sg",
         kind=SegmentPlatform,
     ) as running:
+        assert isinstance(running, SegmentPlatform)
         yield running
 
 
