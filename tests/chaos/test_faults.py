@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from tailor.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from tailor_core.embedded import EmbeddedNats, EmbeddedPostgres
+from tailor_core.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError
 from tailor_core.testing.fixtures import unique_name
 from tailor_core.testing.infra import Infra
 from tailor_core.testing.platform import RunningPlatform, running_platform
@@ -226,7 +226,16 @@ async def test_a_nats_restart_under_load_loses_and_doubles_nothing(
 ) -> None:
     async def restart() -> None:
         servers.nats.stop()
-        await asyncio.to_thread(servers.nats.start)
+        # The port can be refused for a moment after the old server exits: a few tries.
+        for attempt in range(5):
+            try:
+                # Not in a worker thread: the server dies with the thread that started it.
+                servers.nats.start()
+                return
+            except EmbeddedServerError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(RETRY_PAUSE_SECONDS * 5)
 
     await _under_load(platform, restart, "NATS restart")
 
@@ -235,7 +244,9 @@ async def test_a_postgres_restart_under_load_loses_and_doubles_nothing(
     platform: RunningPlatform, servers: Servers
 ) -> None:
     async def restart() -> None:
-        await asyncio.to_thread(servers.postgres.stop)
-        await asyncio.to_thread(servers.postgres.start)
+        # In this thread (the server dies with the thread that started it); the services
+        # are processes of their own, so blocking the test's loop meanwhile is harmless.
+        servers.postgres.stop()
+        servers.postgres.start()
 
     await _under_load(platform, restart, "Postgres restart")

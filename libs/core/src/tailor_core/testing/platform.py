@@ -4,6 +4,7 @@ sending events through ingest), and everything removed afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -123,6 +124,13 @@ async def running_platform(
         await group.stop()
         with contextlib.suppress(Exception):  # a chaos test may have restarted Postgres
             await pg.close()
-        await delete_streams(nc.jetstream(), [s.name for s in platform_streams(naming)])
-        await nc.drain()
-        await group.drop_schemas()
+        try:
+            await asyncio.wait_for(
+                delete_streams(nc.jetstream(), [s.name for s in platform_streams(naming)]), 10
+            )
+            await asyncio.wait_for(nc.drain(), 10)
+        finally:
+            # Whatever happened to NATS (a chaos test stops it), no client of this platform
+            # may outlive it, reconnecting and logging into the next tests' output.
+            await nc.close()
+            await group.drop_schemas()
